@@ -1,0 +1,3 @@
+from shrinkbench.cli.main import main
+
+raise SystemExit(main())

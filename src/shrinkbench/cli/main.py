@@ -1,0 +1,72 @@
+"""The `shrinkbench` command: subcommands, one-line user errors, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from ..errors import ShrinkBenchError
+
+# Each module defines `register(subparsers)` adding its subcommands; a subcommand's parser sets
+# `handler=<callable(args) -> int>` through set_defaults. Modules are imported lazily so that
+# `shrinkbench --help` stays fast and a missing optional dependency only affects its own command.
+COMMAND_MODULES = (
+    "shrinkbench.cli.run_cmd",
+    "shrinkbench.cli.sweep_cmd",
+    "shrinkbench.cli.report_cmd",
+)
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"shrinkbench: error: {message}\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand attached."""
+    parser = _Parser(
+        prog="shrinkbench",
+        description="Standardized, reproducible evaluation of neural-network pruning.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"shrinkbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("shrinkbench.cli"):
+                continue  # command module not present in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, turn ShrinkBenchError into one line on stderr and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        code = handler(args)
+    except ShrinkBenchError as exc:
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"shrinkbench: error: {message}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("shrinkbench: interrupted\n")
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
