@@ -1,0 +1,302 @@
+"""Statistics over runs: seed aggregation, accuracy change, AUC, Pareto fronts, paired tests."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import ConfigError
+from .checks import CheckItem, checklist
+from .names import canonical_strategy
+
+__all__ = [
+    "GROUP_COLUMNS", "DEFAULT_METRICS", "aggregate", "accuracy_change", "auc", "pareto_front",
+    "paired_comparison", "PairedComparison", "checklist", "CheckItem", "t_halfwidth",
+]
+
+GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
+DEFAULT_METRICS: tuple[str, ...] = (
+    "pre_test_acc1", "post_test_acc1", "post_test_acc5", "compression_ratio", "speedup"
+)
+PAIR_COLUMNS: tuple[str, ...] = ("dataset", "model", "compression", "seed")
+CONTROL_PREFIXES: tuple[str, ...] = ("finetune.", "dense.")
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str = "column") -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(
+            f"results have no {what} {', '.join(map(repr, missing))}; "
+            f"columns: {', '.join(map(str, df.columns))}"
+        )
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    return pd.to_numeric(series, errors="coerce").astype(float)
+
+
+def t_halfwidth(std: Any, n: Any, level: float = 0.95) -> Any:
+    """Half-width of the t interval of a mean: t_{(1+level)/2, n-1} * std / sqrt(n); NaN for n < 2."""
+    n_arr = np.asarray(n, dtype=float)
+    std_arr = np.asarray(std, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crit = stats.t.ppf(0.5 + level / 2, np.where(n_arr >= 2, n_arr - 1, np.nan))
+        out = crit * std_arr / np.sqrt(n_arr)
+    out = np.where(n_arr >= 2, out, np.nan)
+    return out.item() if out.ndim == 0 else out
+
+
+def _is_control(df: pd.DataFrame) -> np.ndarray:
+    return np.isclose(_numeric(df["compression"]).to_numpy(), 1.0)
+
+
+def aggregate(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    by: Sequence[str] = GROUP_COLUMNS,
+) -> pd.DataFrame:
+    """Per group of `by`: <metric>_mean, _std (ddof=1), _ci95 (t half-width, NaN for n=1), _n (values)."""
+    by = list(by)
+    _require(df, by)
+    if tuple(metrics) == DEFAULT_METRICS:
+        metrics = [m for m in DEFAULT_METRICS if m in df.columns]
+    else:
+        metrics = list(metrics)
+        _require(df, metrics, "metric")
+    keys = [df[c] for c in by]
+    parts = []
+    for metric in metrics:
+        grouped = _numeric(df[metric]).groupby(keys, dropna=False, sort=True)
+        mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.count()
+        parts += [
+            mean.rename(f"{metric}_mean"),
+            std.rename(f"{metric}_std"),
+            pd.Series(t_halfwidth(std.to_numpy(), n.to_numpy()), index=n.index, name=f"{metric}_ci95"),
+            n.rename(f"{metric}_n"),
+        ]
+    if not parts:
+        groups = df.groupby(by, dropna=False, sort=True).size()
+        return groups.index.to_frame(index=False)
+    out = pd.concat(parts, axis=1)
+    out.index.names = by
+    return out.reset_index()
+
+
+def _norm(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _row_keys(df: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+    if not columns:
+        return [()] * len(df)
+    return [tuple(_norm(v) for v in row) for row in df[list(columns)].itertuples(index=False, name=None)]
+
+
+def control_columns(df: pd.DataFrame) -> list[str]:
+    """Columns a compression-1 control shares with its runs: dataset, model, seed, finetune.*, dense.*."""
+    recipe = sorted(c for c in df.columns if str(c).startswith(CONTROL_PREFIXES))
+    return ["dataset", "model", "seed", *recipe]
+
+
+def _dense_counterpart(metric: str) -> str | None:
+    for stage in ("post_", "pre_"):
+        if metric.startswith(stage):
+            return "dense_" + metric[len(stage):]
+    return None
+
+
+def accuracy_change(df: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+    """A copy of `df` with reference_<metric>, delta_<metric> (run - reference) and delta_reference."""
+    _require(df, ["dataset", "model", "seed", "compression", metric])
+    out = df.copy()
+    values = _numeric(out[metric]).to_numpy()
+    keys = _row_keys(out, control_columns(out))
+    pooled: dict[tuple, list[float]] = {}
+    for key, control, value in zip(keys, _is_control(out), values):
+        if control and np.isfinite(value):
+            pooled.setdefault(key, []).append(float(value))
+    fallback_col = _dense_counterpart(metric)
+    fallback = (
+        _numeric(out[fallback_col]).to_numpy() if fallback_col in out.columns else np.full(len(out), np.nan)
+    )
+    reference = np.full(len(out), np.nan)
+    source = np.full(len(out), "none", dtype=object)
+    for i, key in enumerate(keys):
+        if key in pooled:
+            reference[i], source[i] = float(np.mean(pooled[key])), "control"
+        elif np.isfinite(fallback[i]):
+            reference[i], source[i] = fallback[i], "dense"
+    out[f"reference_{metric}"] = reference
+    out[f"delta_{metric}"] = values - reference
+    out["delta_reference"] = source
+    return out
+
+
+def _curve(rows: pd.DataFrame, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (log2 x, metric) per operating point, sorted by x, non-finite points dropped."""
+    point = rows["compression"] if "compression" in rows.columns else rows[x]
+    means = pd.DataFrame({"x": _numeric(rows[x]), "y": _numeric(rows[metric])}).groupby(
+        _numeric(point).to_numpy()
+    ).mean()
+    means = means[np.isfinite(means["x"]) & np.isfinite(means["y"]) & (means["x"] > 0)]
+    means = means.sort_values("x")
+    return np.log2(means["x"].to_numpy()), means["y"].to_numpy()
+
+
+def _trapezoid(xs: np.ndarray, ys: np.ndarray) -> float:
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def auc(
+    df: pd.DataFrame,
+    metric: str = "post_test_acc1",
+    x: str = "compression_ratio",
+    by: Sequence[str] = ("dataset", "model"),
+) -> pd.DataFrame:
+    """Per (dataset, model, strategy): mean metric over log2(x), on the log2 range all strategies share."""
+    by = list(by)
+    _require(df, [*by, "strategy", metric, x])
+    rows = df[~_is_control(df)] if "compression" in df.columns else df
+    records = []
+    for group_key, group in rows.groupby(by, dropna=False, sort=True):
+        group_key = group_key if isinstance(group_key, tuple) else (group_key,)
+        curves = {s: _curve(g, metric, x) for s, g in group.groupby("strategy", sort=True)}
+        spans = [(lx[0], lx[-1]) for lx, _ in curves.values() if len(lx)]
+        lo = max((a for a, _ in spans), default=np.nan)
+        hi = min((b for _, b in spans), default=np.nan)
+        for strategy, (lx, ly) in curves.items():
+            value = np.nan
+            if len(lx) and hi > lo:
+                inner = lx[(lx > lo) & (lx < hi)]
+                grid = np.concatenate([[lo], inner, [hi]])
+                value = _trapezoid(grid, np.interp(grid, lx, ly)) / (hi - lo)
+            records.append(
+                {**dict(zip(by, group_key)), "strategy": strategy, "auc": value,
+                 "points": len(lx), "log2_lo": lo, "log2_hi": hi}
+            )
+    columns = [*by, "strategy", "auc", "points", "log2_lo", "log2_hi"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _front_mask(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """True where no other point is >= in both coordinates and > in one."""
+    keep = np.zeros(len(xs), dtype=bool)
+    order = np.lexsort((-ys, -xs))
+    best = -np.inf
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and xs[order[j]] == xs[order[i]]:
+            j += 1
+        top = ys[order[i]]
+        if top > best:
+            for k in order[i:j]:
+                keep[k] = ys[k] == top
+            best = top
+        i = j
+    return keep
+
+
+def pareto_front(
+    df: pd.DataFrame,
+    x: str = "compression_ratio",
+    y: str = "post_test_acc1",
+    by: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The rows not dominated in (x, y), both higher-is-better (within each group of `by`), sorted by x."""
+    by = list(by)
+    _require(df, [*by, x, y])
+    xs, ys = _numeric(df[x]).to_numpy(), _numeric(df[y]).to_numpy()
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    keep = np.zeros(len(df), dtype=bool)
+    groups = _row_keys(df, by)
+    members: dict[tuple, list[int]] = {}
+    for i, key in enumerate(groups):
+        if finite[i]:
+            members.setdefault(key, []).append(i)
+    for idx in members.values():
+        idx_arr = np.array(idx)
+        keep[idx_arr[_front_mask(xs[idx_arr], ys[idx_arr])]] = True
+    front = df[keep]
+    return front.sort_values([*by, x], kind="stable") if len(front) else front
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Strategy a minus strategy b over runs matched on (dataset, model, compression, seed)."""
+
+    a: str
+    b: str
+    metric: str
+    n: int
+    mean_diff: float
+    std_diff: float
+    ci95_low: float
+    ci95_high: float
+    t_statistic: float
+    p_value: float
+    wilcoxon_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict."""
+        return asdict(self)
+
+
+def paired_comparison(
+    df: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str = "post_test_acc1",
+    on: Sequence[str] = PAIR_COLUMNS,
+) -> PairedComparison:
+    """Paired difference a - b: mean, 95% t interval, paired t-test p and Wilcoxon p (n >= 6)."""
+    on = list(on)
+    _require(df, ["strategy", metric, *on])
+    a, b = canonical_strategy(a), canonical_strategy(b)
+    strategies = df["strategy"].map(canonical_strategy).to_numpy()
+    present = sorted({str(s) for s in strategies if isinstance(s, str)})
+    for name in (a, b):
+        if name not in present:
+            raise ConfigError(f"strategy {name!r} has no runs; strategies present: {', '.join(present)}")
+    pruned = ~_is_control(df) if "compression" in df.columns else np.ones(len(df), dtype=bool)
+
+    def means(name: str) -> pd.Series:
+        sub = df[(strategies == name) & pruned]
+        values = _numeric(sub[metric])
+        keep = values.notna()
+        return values[keep].groupby([sub[c][keep] for c in on], dropna=False).mean()
+
+    pairs = pd.concat([means(a).rename("a"), means(b).rename("b")], axis=1, join="inner")
+    if pairs.empty:
+        raise ConfigError(
+            f"no matching pairs of {a!r} and {b!r} on ({', '.join(on)}) with a finite {metric}"
+        )
+    diff = (pairs["a"] - pairs["b"]).to_numpy()
+    n = len(diff)
+    mean = float(diff.mean())
+    std = float(diff.std(ddof=1)) if n > 1 else math.nan
+    half = t_halfwidth(std, n)
+    t_stat = p = wil = math.nan
+    if n > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = stats.ttest_rel(pairs["a"].to_numpy(), pairs["b"].to_numpy())
+        t_stat, p = float(result.statistic), float(result.pvalue)
+    if n >= 6:
+        try:
+            wil = float(stats.wilcoxon(diff).pvalue)
+        except ValueError:  # every difference is zero
+            wil = math.nan
+    return PairedComparison(a, b, metric, n, mean, std, mean - half, mean + half, t_stat, p, wil)

@@ -1,0 +1,190 @@
+"""Results as pandas DataFrames: one row per run, per epoch, or per layer."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..errors import StoreError
+from .files import dense_dir, run_dir
+from .names import canonical_strategy
+from .store import DB_NAME, STATUSES, Store
+
+KEY_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression", "seed")
+# Config paths of the key columns, in KEY_COLUMNS order.
+KEY_PATHS: tuple[tuple[str, ...], ...] = (
+    ("data", "name"),
+    ("model", "name"),
+    ("pruning", "strategy"),
+    ("pruning", "compression"),
+    ("seed",),
+)
+METRIC_KEYS: tuple[str, ...] = (
+    *(f"{stage}_{split}_{m}" for stage in ("dense", "pre", "post") for split in ("val", "test")
+      for m in ("acc1", "acc5", "loss")),
+    "params_total",
+    "params_nonzero",
+    "compression_ratio",
+    "size_dense_bytes",
+    "size_sparse_bytes",
+    "macs_dense",
+    "macs_sparse",
+    "speedup",
+    "time_dense_s",
+    "time_prune_s",
+    "time_finetune_s",
+    "time_total_s",
+)
+LAYER_COLUMNS: tuple[str, ...] = (
+    "name", "kind", "shape", "params", "nonzero", "density", "macs_dense", "macs_sparse"
+)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys; lists become tuples (hashable for groupby)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _dig(config: dict, path: tuple[str, ...]) -> Any:
+    node: Any = config
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def key_values(config: dict) -> dict[str, Any]:
+    """The key columns (dataset, model, strategy, compression, seed) of a run config."""
+    out = {col: _dig(config, path) for col, path in zip(KEY_COLUMNS, KEY_PATHS)}
+    if out["strategy"] is not None:
+        out["strategy"] = canonical_strategy(out["strategy"])
+    return out
+
+
+def _open(out_dir: str | os.PathLike) -> Store:
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise StoreError(f"results folder {folder} does not exist")
+    if not (folder / DB_NAME).is_file():
+        raise StoreError(f"folder {folder} holds no results store ({DB_NAME} missing)")
+    return Store(folder, create=False)
+
+
+def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
+    if status is None or status == "all":
+        return STATUSES
+    return (status,) if isinstance(status, str) else tuple(status)
+
+
+def _coerce_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    if "compression" in frame:
+        frame["compression"] = pd.to_numeric(frame["compression"], errors="coerce").astype(float)
+    if "seed" in frame and len(frame):
+        seeds = pd.to_numeric(frame["seed"], errors="coerce")
+        frame["seed"] = seeds.astype("Int64") if seeds.isna().any() else seeds.astype("int64")
+    return frame
+
+
+def load(
+    out_dir: str | os.PathLike, kind: str = "prune", status: str | Iterable[str] | None = "done"
+) -> pd.DataFrame:
+    """One row per run of the store in `out_dir`: keys, metrics, env.*, then the flattened config."""
+    statuses = _statuses(status)
+    with _open(out_dir) as store:
+        runs = store.runs(kind=kind, status=statuses)
+    records: list[dict[str, Any]] = []
+    metric_names: dict[str, None] = dict.fromkeys(METRIC_KEYS)
+    env_names: dict[str, None] = {}
+    config_names: dict[str, None] = {}
+    reserved = {"run_id", "status", "error", *KEY_COLUMNS}
+    key_dotted = {".".join(path) for path in KEY_PATHS}
+    for run in runs:
+        config = run["config"] or {}
+        metrics = dict(run["metrics"] or {})
+        env = metrics.pop("env", None)
+        record: dict[str, Any] = {"run_id": run["id"], "status": run["status"], **key_values(config)}
+        for name, value in metrics.items():
+            metric_names.setdefault(name)
+            record[name] = value
+        for name, value in flatten(env if isinstance(env, dict) else {}, "env").items():
+            env_names.setdefault(name)
+            record[name] = value
+        for name, value in flatten(config).items():
+            if name in key_dotted:
+                continue
+            if name in reserved or name in metric_names or name in env_names:
+                name = f"config.{name}"
+            config_names.setdefault(name)
+            record[name] = value
+        if "failed" in statuses:
+            record["error"] = run["error"]
+        records.append(record)
+    columns = ["run_id", "status", *KEY_COLUMNS, *metric_names, *env_names, *config_names]
+    if "failed" in statuses:
+        columns.append("error")
+    return _coerce_keys(pd.DataFrame.from_records(records, columns=columns))
+
+
+def load_epochs(out_dir: str | os.PathLike, kind: str | None = None) -> pd.DataFrame:
+    """One row per recorded epoch: run_id, the key columns, phase, epoch, then the epoch metrics."""
+    with _open(out_dir) as store:
+        runs = {run["id"]: run for run in store.runs(kind=kind)}
+        rows = store.all_epochs()
+    records = []
+    names: dict[str, None] = {}
+    for row in rows:
+        run = runs.get(row["run_id"])
+        if run is None:
+            continue
+        keys = key_values(run["config"] or {})
+        for name in row:
+            names.setdefault(name)
+        records.append({**keys, **row})
+    front = ["run_id", *KEY_COLUMNS, "phase", "epoch"]
+    columns = front + [n for n in names if n not in front]
+    return _coerce_keys(pd.DataFrame.from_records(records, columns=columns))
+
+
+def load_layers(
+    out_dir: str | os.PathLike, kind: str = "prune", status: str | Iterable[str] | None = "done"
+) -> pd.DataFrame:
+    """One row per layer per run, read from each run folder's layers.csv, with run_id and key columns."""
+    with _open(out_dir) as store:
+        runs = store.runs(kind=kind, status=_statuses(status))
+    folder_of = dense_dir if kind == "dense" else run_dir
+    frames = []
+    for run in runs:
+        path = folder_of(out_dir, run["id"], create=False) / "layers.csv"
+        if not path.is_file():
+            continue
+        try:
+            layers = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            continue
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise StoreError(f"layer table {path} cannot be read: {exc}") from None
+        keys = {"run_id": run["id"], **key_values(run["config"] or {})}
+        for position, (name, value) in enumerate(keys.items()):
+            if name in layers:
+                layers = layers.drop(columns=name)
+            layers.insert(position, name, value if value is not None else math.nan)
+        frames.append(layers)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", *KEY_COLUMNS, *LAYER_COLUMNS])
+    return _coerce_keys(pd.concat(frames, ignore_index=True))
