@@ -40,6 +40,15 @@ def batch_size(inputs: tuple[torch.Tensor, ...]) -> int:
     return int(inputs[0].shape[0])
 
 
+def single_example(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The first example of a batch (every tensor sliced alike), or the inputs as given when the
+    tensors disagree on the batch size. Counts are per example, so shapes are all a count needs."""
+    n = batch_size(inputs)
+    if n > 1 and all(t.dim() > 0 and t.shape[0] == n for t in inputs):
+        return tuple(t[:1] for t in inputs)
+    return inputs
+
+
 def per_example(total: int, n: int) -> int:
     """A count over a batch of n, divided by n (exact for any model that treats examples alike)."""
     return total // n if total % n == 0 else round(total / n)

@@ -17,6 +17,7 @@ from shrinkbench.metrics._common import (
     eval_mode,
     forward,
     per_example,
+    single_example,
     weight_density,
 )
 
@@ -110,7 +111,7 @@ def mac_layers(model: nn.Module) -> list[tuple[str, nn.Module, MacRule]]:
 
 def count_macs(model: nn.Module, example_input: ExampleInput) -> MacReport:
     """Count dense and sparse MACs of every conv and linear layer for ONE example, in one forward pass."""
-    inputs = as_inputs(example_input, model)
+    inputs = single_example(as_inputs(example_input, model))
     layers = mac_layers(model)
     totals = [0] * len(layers)
 

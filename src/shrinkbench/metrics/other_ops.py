@@ -15,7 +15,15 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from shrinkbench.metrics._common import ExampleInput, as_inputs, batch_size, eval_mode, forward, per_example
+from shrinkbench.metrics._common import (
+    ExampleInput,
+    as_inputs,
+    batch_size,
+    eval_mode,
+    forward,
+    per_example,
+    single_example,
+)
 from shrinkbench.metrics.macs import mac_rule
 
 CATEGORIES = ("normalization", "pooling", "activation", "addition")
@@ -140,7 +148,7 @@ class _OpCounterMode(TorchDispatchMode):
 
 def count_other_ops(model: nn.Module, example_input: ExampleInput) -> dict[str, int]:
     """Count normalization, pooling, activation and addition operations for ONE example."""
-    inputs = as_inputs(example_input, model)
+    inputs = single_example(as_inputs(example_input, model))
     mode = _OpCounterMode()
 
     def enter(module: nn.Module, args: Any) -> None:
