@@ -1,0 +1,210 @@
+"""A report as a list of blocks, rendered to one self-contained HTML file or to Markdown plus images."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .style import data_uri, figure_bytes
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section title; level 1 is the report title."""
+
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph of plain text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    """A bulleted list of plain-text items."""
+
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of already formatted cells."""
+
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A figure with a file-name stem (for Markdown) and a caption."""
+
+    figure: Figure
+    name: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Preformatted:
+    """Monospaced text kept as is (error messages, tracebacks)."""
+
+    text: str
+
+
+Block = Union[Heading, Text, Bullets, Table, Image, Preformatted]
+
+
+@dataclass
+class Document:
+    """An ordered list of blocks with a title."""
+
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def add(self, *blocks: Block) -> None:
+        """Append blocks in order."""
+        self.blocks.extend(blocks)
+
+    def images(self) -> list[Image]:
+        """The figures, in order."""
+        return [b for b in self.blocks if isinstance(b, Image)]
+
+
+def slug(text: str) -> str:
+    """A file- and anchor-safe name: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #0072B2;padding-bottom:.2em}
+h2{margin-top:2em;border-bottom:1px solid #ccc;padding-bottom:.15em}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.88em}
+th,td{border:1px solid #d0d0d0;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f0f4f8}
+tr:nth-child(even) td{background:#fafafa}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
+figure{margin:1em 0 2em}
+figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.88em;color:#444;margin-top:.3em}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
+nav ul{columns:2}
+.pass{color:#009E73;font-weight:700}.fail{color:#D55E00;font-weight:700}
+"""
+
+_NUMERIC = re.compile(r"^[-+\u2212]?[\d.,]+(e[-+]?\d+)?\s*(\u00b1\s*[\d.,]+)?\s*[%\u00d7]?(\s*\(\d+\))?$")
+
+
+def _cell_html(value: object) -> str:
+    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    if text in ("\u2713", "\u2717"):
+        css = "pass" if text == "\u2713" else "fail"
+        return f'<td class="{css}">{text}</td>'
+    css = ' class="num"' if _NUMERIC.match(text) else ""
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(_cell_html(v) for v in row) + "</tr>"
+        for row in table.frame.itertuples(index=False, name=None)
+    )
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def to_html(doc: Document) -> str:
+    """The document as one HTML page: inline CSS, figures as data: URIs, no external references."""
+    parts: list[str] = []
+    toc: list[str] = []
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            anchor = slug(block.text)
+            if block.level == 2:
+                toc.append(f'<li><a href="#{anchor}">{html.escape(block.text)}</a></li>')
+            level = min(max(block.level, 1), 6)
+            parts.append(f'<h{level} id="{anchor}">{html.escape(block.text)}</h{level}>')
+        elif isinstance(block, Text):
+            parts.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            items = "".join(f"<li>{html.escape(i)}</li>" for i in block.items)
+            parts.append(f"<ul>{items}</ul>")
+        elif isinstance(block, Table):
+            parts.append(_table_html(block))
+        elif isinstance(block, Image):
+            alt = html.escape(block.caption, quote=True)
+            parts.append(
+                f'<figure><img src="{data_uri(block.figure)}" alt="{alt}">'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+            )
+        elif isinstance(block, Preformatted):
+            parts.append(f"<pre>{html.escape(block.text)}</pre>")
+    nav = f"<nav><strong>Contents</strong><ul>{''.join(toc)}</ul></nav>" if toc else ""
+    title = html.escape(doc.title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
+        f"{nav}\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+    )
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _table_md(table: Table) -> str:
+    frame = table.frame
+    header = "| " + " | ".join(_md_escape(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = [
+        "| " + " | ".join("" if pd.isna(v) else _md_escape(v) for v in row) + " |"
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    caption = [f"**{table.caption}**", ""] if table.caption else []
+    return "\n".join([*caption, header, rule, *rows])
+
+
+def to_markdown(doc: Document, image_dir: Path, image_prefix: str) -> tuple[str, dict[Path, bytes]]:
+    """The document as Markdown and the image files it references (PNG shown, SVG beside it)."""
+    parts = [f"# {doc.title}"]
+    files: dict[Path, bytes] = {}
+    used: set[str] = set()
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            parts.append("#" * min(max(block.level, 1), 6) + " " + block.text)
+        elif isinstance(block, Text):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            parts.append(_table_md(block))
+        elif isinstance(block, Image):
+            stem = _unique(slug(block.name), used)
+            for fmt in ("png", "svg"):
+                files[image_dir / f"{stem}.{fmt}"] = figure_bytes(block.figure, fmt)
+            parts.append(f"![{stem}]({image_prefix}/{stem}.png)\n\n*{block.caption}* "
+                         f"([SVG]({image_prefix}/{stem}.svg))")
+        elif isinstance(block, Preformatted):
+            parts.append("```\n" + block.text.replace("```", "'''") + "\n```")
+    return "\n\n".join(parts) + "\n", files
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    name, i = stem, 2
+    while name in used:
+        name, i = f"{stem}-{i}", i + 1
+    used.add(name)
+    return name

@@ -1,0 +1,81 @@
+"""The one mapping between shrinkbench's data set / model names and the survey's published names."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+# shrinkbench name -> the survey's name. Extend here (and only here) when the zoo grows.
+DATASET_NAMES: dict[str, str] = {
+    "mnist": "MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "imagenet": "ImageNet",
+    "ilsvrc2012": "ImageNet",
+    "tinyimagenet": "Tiny ImageNet",
+}
+
+MODEL_NAMES: dict[str, str] = {
+    "lenet300": "LeNet-300-100",
+    "lenet300_100": "LeNet-300-100",
+    "lenet5": "LeNet-5",
+    "lenet5_caffe": "LeNet-5-Caffe",
+    "resnet18": "ResNet-18",
+    "resnet20": "ResNet-20",
+    "resnet32": "ResNet-32",
+    "resnet34": "ResNet-34",
+    "resnet44": "ResNet-44",
+    "resnet50": "ResNet-50",
+    "resnet56": "ResNet-56",
+    "resnet101": "ResNet-101",
+    "resnet110": "ResNet-110",
+    "vgg16": "VGG-16",
+    "vgg19": "VGG-19",
+    # the survey's name for the CIFAR-10 VGG-16 with batch norm (Zagoruyko's torch model)
+    "vgg16_cifar": "VGG-Torch-CIFAR10",
+    "vgg_bn_drop": "VGG-Torch-CIFAR10",
+    "alexnet": "AlexNet",
+    "mobilenet": "MobileNet",
+    "mobilenetv2": "MobileNet-v2",
+    "mobilenet_v2": "MobileNet-v2",
+}
+
+
+# Where the survey's name would read oddly as a heading of our own results.
+DISPLAY_OVERRIDES: dict[str, str] = {"vgg16_cifar": "VGG-16 (CIFAR)", "vgg_bn_drop": "VGG-16 (CIFAR)"}
+
+
+def _key(name: str) -> str:
+    """Case- and punctuation-insensitive form of a name ("ResNet-56" -> "resnet56")."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def _lookup(name: str, table: dict[str, str], known: Iterable[str] | None) -> str | None:
+    """The survey's spelling of `name`: the table first, then a punctuation-insensitive match in `known`."""
+    for ours, theirs in table.items():
+        if _key(ours) == _key(name):
+            return theirs
+    if known is not None:
+        by_key = {_key(k): k for k in known}
+        return by_key.get(_key(name))
+    return None
+
+
+def survey_dataset(name: str, known: Iterable[str] | None = None) -> str | None:
+    """The survey's name for one of our data sets, or None when it has no counterpart."""
+    return _lookup(name, DATASET_NAMES, known)
+
+
+def survey_model(name: str, known: Iterable[str] | None = None) -> str | None:
+    """The survey's name for one of our models, or None when it has no counterpart."""
+    return _lookup(name, MODEL_NAMES, known)
+
+
+def pretty_dataset(name: str) -> str:
+    """A reader-facing data set name ("cifar10" -> "CIFAR-10"); unknown names pass through."""
+    return survey_dataset(name) or str(name)
+
+
+def pretty_model(name: str) -> str:
+    """A reader-facing model name ("resnet56" -> "ResNet-56"); unknown names pass through."""
+    return DISPLAY_OVERRIDES.get(str(name)) or survey_model(name) or str(name)

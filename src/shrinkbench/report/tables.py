@@ -1,0 +1,245 @@
+"""Report tables built from results DataFrames, with cells formatted for reading (mean ± std)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ShrinkBenchError
+from ..results import analysis
+from ..results.names import display_name
+from ..results.frame import KEY_COLUMNS, METRIC_KEYS
+
+PASS, FAIL = "\u2713", "\u2717"
+PM = "\u00b1"
+
+
+def fmt_number(value: object, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
+    """A number with fixed decimals (empty for missing values)."""
+    try:
+        x = float(value) * scale  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+    return "" if not math.isfinite(x) else f"{x:.{digits}f}{suffix}"
+
+
+def fmt_pm(mean: object, std: object, digits: int = 2, scale: float = 1.0) -> str:
+    """'mean ± std', or the mean alone when the spread is unknown (a single seed)."""
+    m = fmt_number(mean, digits, scale)
+    s = fmt_number(std, digits, scale)
+    if not m:
+        return ""
+    return f"{m} {PM} {s}" if s else m
+
+
+def fmt_ratio(value: object) -> str:
+    """A compression or speedup ratio: '8', '12.5', '1.33'."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{x:.3g}" if math.isfinite(x) else ""
+
+
+def fmt_p(value: object) -> str:
+    """A p-value: three significant digits, '<0.001' below that."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(x):
+        return ""
+    return "<0.001" if x < 1e-3 else f"{x:.3f}"
+
+
+def with_changes(runs: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
+    """`runs` with delta_<metric> (run minus its unpruned reference) for each metric present."""
+    out = runs
+    for metric in metrics:
+        if metric in out.columns and len(out):
+            out = analysis.accuracy_change(out, metric)
+    return out
+
+
+SUMMARY_METRICS: tuple[tuple[str, str, float, int], ...] = (
+    # column, header, scale, decimals
+    ("compression_ratio", "Compression ratio", 1.0, 2),
+    ("speedup", "Speedup", 1.0, 2),
+    ("pre_test_acc1", "Top-1 before FT (%)", 100.0, 2),
+    ("post_test_acc1", "Top-1 after FT (%)", 100.0, 2),
+    ("delta_post_test_acc1", "\u0394 top-1 (pp)", 100.0, 2),
+    ("post_test_acc5", "Top-5 after FT (%)", 100.0, 2),
+    ("delta_post_test_acc5", "\u0394 top-5 (pp)", 100.0, 2),
+)
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy and requested compression: seeds and mean ± std of the headline metrics."""
+    data = with_changes(runs, ("post_test_acc1", "post_test_acc5"))
+    metrics = [m for m, *_ in SUMMARY_METRICS if m in data.columns]
+    agg = analysis.aggregate(data, metrics=metrics, by=("strategy", "compression"))
+    rows = []
+    for _, r in agg.iterrows():
+        row = {"Strategy": display_name(r["strategy"]), "Compression": fmt_ratio(r["compression"]),
+               "Seeds": int(r[f"{metrics[0]}_n"]) if metrics else 0}
+        for column, header, scale, digits in SUMMARY_METRICS:
+            if column in metrics:
+                row[header] = fmt_pm(r[f"{column}_mean"], r[f"{column}_std"], digits, scale)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def checklist_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's reporting checklist: pass/fail, what it asks, what was found, where it comes from."""
+    rows = [
+        {"": PASS if item.passed else FAIL, "Rule": item.description, "Found": item.detail,
+         "Paper": item.reference}
+        for item in analysis.checklist(runs)
+    ]
+    return pd.DataFrame(rows, columns=["", "Rule", "Found", "Paper"])
+
+
+def comparison_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+    """Every pair of strategies compared on runs matched by compression and seed (paired t, Wilcoxon)."""
+    strategies = sorted(runs["strategy"].dropna().unique(), key=str)
+    rows = []
+    for a, b in itertools.combinations(strategies, 2):
+        try:
+            c = analysis.paired_comparison(runs, a, b, metric)
+        except ShrinkBenchError:
+            continue  # no matched runs for this pair
+        ci = (f"[{fmt_number(c.ci95_low, 2, 100)}, {fmt_number(c.ci95_high, 2, 100)}]"
+              if math.isfinite(c.ci95_low) else "")
+        rows.append({"A": display_name(c.a), "B": display_name(c.b), "Pairs": c.n,
+                     "Mean A \u2212 B (pp)": fmt_number(c.mean_diff, 2, 100), "95% CI (pp)": ci,
+                     "t-test p": fmt_p(c.p_value), "Wilcoxon p": fmt_p(c.wilcoxon_p)})
+    return pd.DataFrame(rows)
+
+
+def auc_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+    """Mean accuracy over the log2 compression and log2 speedup ranges all strategies share."""
+    parts = {}
+    for x, label in (("compression_ratio", "compression"), ("speedup", "speedup")):
+        if x in runs.columns and pd.to_numeric(runs[x], errors="coerce").notna().any():
+            parts[label] = analysis.auc(runs, metric=metric, x=x, by=("dataset", "model"))
+    if not parts:
+        return pd.DataFrame()
+    strategies = sorted({s for t in parts.values() for s in t["strategy"]}, key=str)
+    rows = []
+    for strategy in strategies:
+        row = {"Strategy": display_name(strategy)}
+        for label, table in parts.items():
+            hit = table[table["strategy"] == strategy]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            span = (f"{2 ** r['log2_lo']:.3g}\u2013{2 ** r['log2_hi']:.3g}\u00d7"
+                    if np.isfinite(r["log2_lo"]) and np.isfinite(r["log2_hi"]) else "")
+            row[f"Mean top-1 over {label} (%)"] = fmt_number(r["auc"], 2, 100)
+            row[f"{label.capitalize()} range"] = span
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Operating points (seed means) not beaten in both compression ratio and top-1 after fine-tuning."""
+    needed = ("compression_ratio", "post_test_acc1", "speedup")
+    metrics = [m for m in needed if m in runs.columns]
+    if len(metrics) < 2 or runs.empty:
+        return pd.DataFrame()
+    means = analysis.aggregate(runs, metrics=metrics, by=("strategy", "compression"))
+    front = analysis.pareto_front(means, x="compression_ratio_mean", y="post_test_acc1_mean")
+    return pd.DataFrame([
+        {"Strategy": display_name(r["strategy"]),
+         "Compression ratio": fmt_number(r["compression_ratio_mean"]),
+         "Speedup": fmt_number(r.get("speedup_mean")),
+         "Top-1 after FT (%)": fmt_number(r["post_test_acc1_mean"], 2, 100)}
+        for _, r in front.iterrows()
+    ])
+
+
+FAILED_COLUMNS = ["Run", "Dataset", "Model", "Strategy", "Compression", "Seed", "Error"]
+
+
+def failed_table(failed: pd.DataFrame, limit: int = 300) -> pd.DataFrame:
+    """Failed runs with their key and the first line of their error."""
+    rows = []
+    for _, r in failed.iterrows():
+        error = str(r.get("error") or "").strip().splitlines()
+        message = error[0] if error else ""
+        strategy = r.get("strategy")
+        rows.append({"Run": r["run_id"], "Dataset": r.get("dataset"), "Model": r.get("model"),
+                     "Strategy": display_name(strategy) if isinstance(strategy, str) else "",
+                     "Compression": fmt_ratio(r.get("compression")), "Seed": r.get("seed"),
+                     "Error": message if len(message) <= limit else message[: limit - 1] + "\u2026"})
+    return pd.DataFrame(rows, columns=FAILED_COLUMNS)
+
+
+def _distinct(values: pd.Series, fmt: Callable[[object], str] = str) -> str:
+    """Distinct values, with run counts when there is more than one."""
+    counts = values.dropna().map(lambda v: fmt(v) if not isinstance(v, str) else v).value_counts(sort=False)
+    if counts.empty:
+        return ""
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items(), key=lambda kv: str(kv[0])))
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """The flattened config columns of a results DataFrame (dotted names other than env.*)."""
+    fixed = {"run_id", "status", "error", *KEY_COLUMNS, *METRIC_KEYS}
+    return [c for c in runs.columns
+            if c not in fixed and "." in str(c) and not str(c).startswith("env.")]
+
+
+def setup_table(runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """What was run: run counts, the grid (data sets, models, strategies, compressions, seeds), the recipe."""
+    rows = []
+    for kind, per_status in counts.items():
+        text = ", ".join(f"{n} {s}" for s, n in per_status.items() if n)
+        rows.append((f"{kind} runs", text or "none"))
+    grid = (("dataset", "Data sets"), ("model", "Models"), ("strategy", "Strategies"),
+            ("compression", "Compressions"), ("seed", "Seeds"))
+    for column, label in grid:
+        values = runs[column].dropna().unique() if column in runs else []
+        if column == "strategy":
+            shown = [display_name(v) for v in sorted(values, key=str)]
+        elif column == "compression":
+            shown = [fmt_ratio(v) for v in sorted(values)]
+        else:
+            shown = [str(v) for v in sorted(values, key=str)]
+        rows.append((label, ", ".join(shown)))
+    for column in config_columns(runs):
+        rows.append((column, _distinct(runs[column], fmt=_plain)))
+    return pd.DataFrame(rows, columns=["Setting", "Value"])
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def dense_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The dense models' test accuracy per data set and model (mean ± std over seeds)."""
+    rows = []
+    for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
+        per_seed = group.groupby("seed")[[c for c in ("dense_test_acc1", "dense_test_acc5") if c in group]]
+        means = per_seed.mean()
+        row = {"Data set": dataset, "Model": model, "Seeds": len(means)}
+        for column, header in (("dense_test_acc1", "Top-1 (%)"), ("dense_test_acc5", "Top-5 (%)")):
+            if column in means:
+                row[header] = fmt_pm(means[column].mean(), means[column].std(), 2, 100)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def environment_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The recorded environment (env.* columns): each field's distinct values over the runs."""
+    columns = [c for c in runs.columns if str(c).startswith("env.")]
+    return pd.DataFrame([(c[len("env."):], _distinct(runs[c], fmt=_plain)) for c in columns],
+                        columns=["Field", "Value"])

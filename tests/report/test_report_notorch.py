@@ -1,0 +1,17 @@
+"""The report layer and its CLI module import neither torch nor pyplot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_report_imports_no_torch_and_no_pyplot():
+    code = (
+        "import sys\n"
+        "import shrinkbench.report.report, shrinkbench.report.litout, shrinkbench.cli.report_cmd\n"
+        "bad = [m for m in ('torch', 'matplotlib.pyplot') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
