@@ -1,0 +1,43 @@
+"""Masks, prunable-parameter selection, importance scores, allocation, strategies and prune()."""
+
+from .allocation import ALLOCATIONS
+from .api import PruneResult, prune
+from .masks import (
+    apply_masks,
+    attach_mask,
+    densities,
+    get_mask,
+    load_state_dict,
+    masked_parameters,
+    remove_masks,
+)
+from .prunable import classifier_name, prunable_parameters
+from .scores import ScoreContext
+from .strategies import (
+    STRATEGIES,
+    Strategy,
+    list_strategies,
+    register_strategy,
+    strategy_info,
+)
+
+__all__ = [
+    "ALLOCATIONS",
+    "STRATEGIES",
+    "PruneResult",
+    "ScoreContext",
+    "Strategy",
+    "apply_masks",
+    "attach_mask",
+    "classifier_name",
+    "densities",
+    "get_mask",
+    "list_strategies",
+    "load_state_dict",
+    "masked_parameters",
+    "prunable_parameters",
+    "prune",
+    "register_strategy",
+    "remove_masks",
+    "strategy_info",
+]

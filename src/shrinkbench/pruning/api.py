@@ -1,0 +1,147 @@
+"""`prune()`: score the prunable parameters, allocate an exact kept count, attach the masks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from torch import Tensor, nn
+
+from ..errors import CompressionError, PruningError
+from .allocation import ALLOCATIONS
+from .masks import _resolve, attach_mask, masked_parameters
+from .prunable import prunable_parameters
+from .scores import Batch, ScoreContext
+from .strategies import STRATEGIES, Strategy
+
+
+@dataclass
+class PruneResult:
+    """What `prune()` did: requested and achieved compression, counts, kept entries per tensor."""
+
+    strategy: str
+    compression: float
+    compression_achieved: float
+    total: int
+    nonzero: int
+    kept: dict[str, int]
+    sizes: dict[str, int]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.strategy}: compression {self.compression_achieved:.4g} "
+            f"(requested {self.compression:g}), {self.nonzero}/{self.total} parameters kept"
+        )
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, dict[int, int]]:
+    """Total parameter count and, per masked parameter (by id), how many entries its mask keeps."""
+    total = sum(p.numel() for p in model.parameters())
+    kept = {
+        id(module._parameters[local]): int(mask.count_nonzero())
+        for _, module, local, mask in masked_parameters(model)
+    }
+    return total, kept
+
+
+def keep_count(total: int, fixed_nonzero: int, compression: Any) -> int:
+    """Prunable entries to keep so that the model's nonzero count is floor(total / compression)."""
+    if isinstance(compression, bool) or not isinstance(compression, numbers.Real):
+        raise CompressionError(f"compression must be a number >= 1, got {compression!r}")
+    if not math.isfinite(compression) or compression < 1:
+        raise CompressionError(f"compression must be a finite number >= 1, got {compression!r}")
+    compression = float(compression)
+    target = math.floor(total / compression)
+    keep = target - fixed_nonzero
+    if keep < 0:
+        raise CompressionError(
+            f"compression {compression:g} cannot be reached: the unprunable parameters alone "
+            f"({fixed_nonzero}) exceed total/compression ({target}); include more parameters "
+            f"(include_classifier=True, include_bias=True, fewer ignore=) or ask for less"
+        )
+    return keep
+
+
+def _collect_batches(inputs: Any, targets: Any, batches: Iterable[Batch] | None) -> list[Batch]:
+    if batches is not None and inputs is not None:
+        raise PruningError("pass either inputs=/targets= or batches=, not both")
+    if batches is not None:
+        return [tuple(b) for b in batches]  # type: ignore[misc]
+    if inputs is not None:
+        return [(inputs, targets)]
+    if targets is not None:
+        raise PruningError("targets= was given without inputs=")
+    return []
+
+
+def prune(
+    model: nn.Module,
+    strategy: str | Strategy,
+    compression: float,
+    inputs: Any = None,
+    targets: Any = None,
+    *,
+    batches: Iterable[Batch] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    seed: int = 0,
+    include_classifier: bool = False,
+    include_bias: bool = False,
+    ignore: Iterable[str] = (),
+) -> PruneResult:
+    """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params)."""
+    strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
+    params = prunable_parameters(model, include_classifier, include_bias, ignore)
+    if not params:
+        raise PruningError(
+            "the model has no prunable parameters (Conv/Linear weights other than the classifier);"
+            " pass include_classifier=True or include_bias=True"
+        )
+    owners = {name: _resolve(model, name) for name in params}
+    total, masked_kept = parameter_counts(model)
+    prunable_ids = {id(p) for p in params.values()}
+    fixed_nonzero = sum(
+        masked_kept.get(id(p), p.numel()) for p in model.parameters() if id(p) not in prunable_ids
+    )
+    alive_count = sum(masked_kept.get(id(p), p.numel()) for p in params.values())
+    keep = keep_count(total, fixed_nonzero, compression)
+    if keep > alive_count:
+        current = total / max(fixed_nonzero + alive_count, 1)
+        raise CompressionError(
+            f"compression {compression:g} is below the model's current compression "
+            f"{current:.4g}; masks never grow back, so ask for at least that"
+        )
+    ctx = ScoreContext(
+        model=model,
+        strategy=strat.name,
+        batches=_collect_batches(inputs, targets, batches),
+        loss_fn=loss_fn,
+        seed=seed,
+        owners=dict(owners),
+    )
+    scores = strat.score(params, ctx)
+    for name, p in params.items():
+        score = scores.get(name) if isinstance(scores, dict) else None
+        if not isinstance(score, Tensor) or tuple(score.shape) != tuple(p.shape):
+            got = "nothing" if score is None else f"shape {tuple(getattr(score, 'shape', ()))}"
+            raise PruningError(
+                f"strategy {strat.name!r} gave {got} as the score of {name!r}, "
+                f"expected a tensor of shape {tuple(p.shape)}"
+            )
+    alive = {name: owner._buffers.get(local + "_mask") for name, (owner, local) in owners.items()}
+    keep_masks = ALLOCATIONS.get(strat.allocation)(scores, alive, keep)
+    kept = {}
+    for name, (owner, local) in owners.items():
+        attach_mask(owner, local, keep_masks[name], check=False)
+        kept[name] = int(keep_masks[name].count_nonzero())
+    nonzero = fixed_nonzero + sum(kept.values())
+    return PruneResult(
+        strategy=strat.name,
+        compression=float(compression),
+        compression_achieved=total / nonzero if nonzero else math.inf,
+        total=total,
+        nonzero=nonzero,
+        kept=kept,
+        sizes={name: p.numel() for name, p in params.items()},
+    )

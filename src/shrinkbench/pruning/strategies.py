@@ -1,0 +1,88 @@
+"""Named pruning strategies: a score function plus an allocation, in a registry with aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .allocation import ALLOCATIONS
+from .scores import (
+    ScoreContext,
+    activation_score,
+    gradient_score,
+    magnitude_score,
+    random_score,
+)
+
+ScoreFn = Callable[[dict[str, nn.Parameter], ScoreContext], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named strategy: `score(params, ctx) -> {name: scores}` (higher = keep), an allocation."""
+
+    name: str
+    score: ScoreFn
+    allocation: str = "global"
+
+
+STRATEGIES: Registry[Strategy] = Registry("pruning strategy")
+
+
+def register_strategy(
+    name: str,
+    score_fn: ScoreFn | None = None,
+    allocation: str = "global",
+    aliases: Iterable[str] = (),
+) -> Strategy | Callable[[ScoreFn], ScoreFn]:
+    """Register a strategy; without `score_fn`, a decorator registering the function it wraps."""
+    allocation = ALLOCATIONS.canonical(allocation)
+
+    def add(fn: ScoreFn) -> Strategy:
+        strategy = Strategy(name, fn, allocation)
+        STRATEGIES.add(name, strategy, aliases=aliases)
+        return strategy
+
+    if score_fn is None:
+
+        def decorator(fn: ScoreFn) -> ScoreFn:
+            add(fn)
+            return fn
+
+        return decorator
+    return add(score_fn)
+
+
+def list_strategies() -> list[str]:
+    """Canonical names of the registered strategies, sorted."""
+    return STRATEGIES.names()
+
+
+def score_label(fn: ScoreFn) -> str:
+    """A short name for a score function (`magnitude_score` -> `magnitude`)."""
+    return getattr(fn, "__name__", type(fn).__name__).removesuffix("_score")
+
+
+def strategy_info() -> list[tuple[str, tuple[str, ...], str, str]]:
+    """(name, aliases, score, allocation) of every registered strategy, for listings."""
+    return [
+        (name, tuple(STRATEGIES.aliases_of(name)), score_label(s.score), s.allocation)
+        for name in STRATEGIES.names()
+        for s in [STRATEGIES.get(name)]
+    ]
+
+
+_BUILTIN = [
+    ("global_magnitude", "GlobalMagWeight", magnitude_score, "global"),
+    ("layer_magnitude", "LayerMagWeight", magnitude_score, "layerwise"),
+    ("global_gradient", "GlobalMagGrad", gradient_score, "global"),
+    ("layer_gradient", "LayerMagGrad", gradient_score, "layerwise"),
+    ("global_activation", "GlobalMagAct", activation_score, "global"),
+    ("layer_activation", "LayerMagAct", activation_score, "layerwise"),
+    ("random", "RandomPruning", random_score, "global"),
+]
+for _name, _alias, _fn, _allocation in _BUILTIN:
+    register_strategy(_name, _fn, _allocation, aliases=[_alias])
