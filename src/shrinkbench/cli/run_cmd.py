@@ -1,0 +1,236 @@
+"""`shrinkbench run | quickstart | results | list | profile`: one experiment and the things around it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CheckpointError, ConfigError, ShrinkBenchError
+from ..registry import Registry
+
+DEFAULT_OUT = "shrinkbench-out"
+LISTINGS: Registry[Callable[[], list[str]]] = Registry("listing")
+
+
+def register(subparsers: Any) -> None:
+    """Add run, quickstart, results, list and profile to the top-level parser."""
+    p = subparsers.add_parser("run", help="run one experiment from a YAML config",
+                              description="Run one experiment: dense model, prune, fine-tune, "
+                              "evaluate. A finished run is found, not redone; an interrupted one "
+                              "resumes from its last checkpoint.")
+    p.add_argument("config", metavar="CONFIG.yaml", help="the experiment config (YAML)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder holding results.sqlite and run folders (default: {DEFAULT_OUT})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set finetune.lr=0.01 (repeatable)")
+    p.add_argument("--force", action="store_true", help="redo the run even if it is finished")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_run)
+
+    from ..experiment.quickstart import DEFAULT_OUT as QUICK_OUT
+
+    p = subparsers.add_parser("quickstart", help="the main job on digits: 4 strategies x 6 "
+                              "compressions x 2 seeds, then a summary table and report",
+                              description="Run RandomPruning, GlobalMagWeight, LayerMagWeight and "
+                              "GlobalMagGrad at compressions 1-32 with 2 seeds on the embedded "
+                              "digits data set (about a minute on CPU). Finished runs are skipped.")
+    p.add_argument("--out", default=QUICK_OUT, metavar="DIR", help=f"output folder (default: {QUICK_OUT})")
+    p.set_defaults(handler=cmd_quickstart)
+
+    p = subparsers.add_parser("results", help="print the runs of an output folder",
+                              description="One row per finished pruning run of an output folder.")
+    p.add_argument("dir", metavar="DIR", help="an output folder (holding results.sqlite)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), csv or json")
+    p.set_defaults(handler=cmd_results)
+
+    p = subparsers.add_parser("list", help="list strategies, models or data sets",
+                              description="List the registered strategies, models or data sets.")
+    p.add_argument("what", choices=LISTINGS.names(), help="what to list")
+    p.set_defaults(handler=cmd_list)
+
+    p = subparsers.add_parser("profile", help="per-layer parameters and MACs of a model",
+                              description="The per-layer parameter/MAC table of a zoo model, dense "
+                              "or loaded from a checkpoint (masks included).")
+    p.add_argument("model", metavar="MODEL", help="zoo model name (see `shrinkbench list models`)")
+    p.add_argument("--dataset", metavar="D", help="size the model for this data set (classes, input)")
+    p.add_argument("--checkpoint", metavar="FILE", help="weights to load (a state dict; pruned "
+                   "model.pt files keep their masks)")
+    p.set_defaults(handler=cmd_profile)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
+    """One line: what ran, the compression and speedup reached, and test top-1 along the way."""
+    from ..experiment import run_id
+    from ..results.files import RUNS_DIR
+    from ..results.names import display_name
+
+    folder = os.path.join(out_dir, RUNS_DIR, run_id(cfg))
+    return (f"run {run_id(cfg)}: {cfg.data.name}/{cfg.model.name} "
+            f"{display_name(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
+            f"compression {metrics.get('compression_ratio', float('nan')):.2f}, "
+            f"speedup {metrics.get('speedup', float('nan')):.2f}x, test top-1 "
+            f"{_pct(metrics.get('dense_test_acc1'))} dense -> {_pct(metrics.get('pre_test_acc1'))} "
+            f"pruned -> {_pct(metrics.get('post_test_acc1'))} fine-tuned "
+            f"({metrics.get('time_total_s', 0.0):.1f} s) in {folder}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one experiment and print its summary line."""
+    from ..experiment import load_config, run_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = run_experiment(cfg, args.out, force=args.force, progress=not args.no_progress)
+    print(summary_line(cfg, metrics, args.out))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Run the quickstart grid, print the summary table and write the report when available."""
+    import importlib
+
+    from ..experiment.quickstart import run_quickstart, summary_table
+
+    results = run_quickstart(args.out)
+    print(summary_table(results, "pre_test_acc1").replace("pre_test_acc1", "test top-1 after pruning"))
+    print()
+    print(summary_table(results).replace("post_test_acc1", "test top-1 after fine-tuning"))
+    try:
+        report = importlib.import_module("shrinkbench.report")
+        write_report = getattr(report, "write_report")
+    except (ImportError, AttributeError):
+        write_report = None
+    if write_report is not None:
+        print(f"report: {write_report(args.out)}")
+    print(f"results: {args.out} ({len(results)} runs; `shrinkbench results {args.out}`)")
+    return 0
+
+
+TABLE_COLUMNS = ("run_id", "dataset", "model", "strategy", "compression", "seed", "compression_ratio",
+                 "speedup", "dense_test_acc1", "pre_test_acc1", "post_test_acc1", "time_total_s")
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Print the finished pruning runs of an output folder."""
+    from ..results import load
+    from ..results.names import display_name
+
+    frame = load(args.dir)
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        from ..results.files import json_default
+
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        sys.stdout.write(json.dumps(records, indent=1, default=json_default) + "\n")
+    elif frame.empty:
+        print(f"no finished runs in {args.dir}")
+    else:
+        table = frame[[c for c in TABLE_COLUMNS if c in frame]].copy()
+        table["strategy"] = table["strategy"].map(display_name)
+        formats = {c: (lambda v: f"{100 * v:.2f}") for c in table if c.endswith("acc1")}
+        formats.update({"compression_ratio": "{:.2f}".format, "speedup": "{:.2f}".format,
+                        "time_total_s": "{:.1f}".format, "compression": "{:g}".format})
+        print(table.to_string(index=False, formatters=formats))
+    return 0
+
+
+@LISTINGS.register("strategies")
+def _list_strategies() -> list[str]:
+    from ..pruning import STRATEGIES
+
+    rows = []
+    for name in STRATEGIES.names():
+        strategy = STRATEGIES.get(name)
+        aliases = ", ".join(STRATEGIES.aliases_of(name))
+        rows.append(f"{name:<24} {getattr(strategy, 'allocation', ''):<10} {aliases}")
+    return rows
+
+
+@LISTINGS.register("models")
+def _list_models() -> list[str]:
+    from ..models import list_models, model_info
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        shape = "x".join(str(s) for s in info.default_input_shape)
+        rows.append(f"{name:<20} {info.family:<12} {shape:<10} {info.default_num_classes:>5} classes  "
+                    f"{info.description}")
+    return rows
+
+
+@LISTINGS.register("datasets")
+def _list_datasets() -> list[str]:
+    from ..data import dataset_info, list_datasets
+
+    rows = []
+    for name in list_datasets():
+        info = dataset_info(name)
+        shape = "x".join(str(s) for s in info.input_shape or ())
+        rows.append(f"{name:<16} {shape:<10} {info.num_classes or '-':>5} classes")
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the registered strategies, models or data sets, one per line."""
+    for line in LISTINGS.get(args.what)():
+        print(line)
+    return 0
+
+
+def _load_checkpoint(model: Any, name: str, path: str) -> None:
+    """Load weights (with masks, when the file has them) into `model`; errors name --checkpoint."""
+    from ..experiment.checkpoint import extract_state_dict, load_state
+    from ..models import load_weights
+    from ..pruning.masks import load_state_dict
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--checkpoint: file {path!r} does not exist")
+    try:
+        state = extract_state_dict(load_state(path), path)
+        if not any(key.endswith("_mask") for key in state):
+            load_weights(model, path)
+            return
+        try:
+            load_state_dict(model, state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path!r} does not fit model {name!r}: "
+                                  f"{' '.join(str(exc).split())[:160]}") from None
+    except ShrinkBenchError as exc:
+        raise type(exc)(f"--checkpoint: {exc}") from None
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Print a model's per-layer table (dense, or as stored in a checkpoint) and its totals."""
+    import torch
+
+    from ..metrics import compression_ratio, count_macs, format_table, layer_table
+    from ..models import create, model_info
+
+    info = model_info(args.model)
+    classes, shape = info.default_num_classes, info.default_input_shape
+    if args.dataset:
+        from ..data import dataset_info
+
+        data = dataset_info(args.dataset)
+        classes, shape = data.num_classes or classes, tuple(data.input_shape or shape)
+    model = create(info.name, num_classes=classes, input_shape=tuple(shape),
+                   generator=torch.Generator().manual_seed(0))
+    if args.checkpoint:
+        _load_checkpoint(model, info.name, args.checkpoint)
+    example = torch.zeros(1, *shape)
+    print(format_table(layer_table(model, example)))
+    macs = count_macs(model, example)
+    print(f"{info.name} on input {'x'.join(map(str, shape))}, {classes} classes: compression "
+          f"{compression_ratio(model):.2f}, MACs {macs.dense:,} dense / {round(macs.sparse):,} sparse, "
+          f"speedup {macs.speedup:.2f}x")
+    return 0

@@ -1,0 +1,73 @@
+"""Resumable checkpoints: written to a temporary name and renamed, read with weights_only=True."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..results.files import atomic_write_bytes
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write `state` (tensors, state dicts, plain data) atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:
+    """Write a plain state dict atomically (loadable by models.load_weights / masks.load_state_dict)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True; unreadable files raise CheckpointError naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        detail = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"checkpoint {str(file)!r} cannot be loaded safely: {detail}") from None
+
+
+def load_checkpoint(path: str | os.PathLike, run: str) -> dict[str, Any] | None:
+    """The resumable state of run/dense id `run`, or None when there is none (or it is unusable)."""
+    file = Path(path)
+    if not file.is_file():
+        return None
+    try:
+        state = load_state(file)
+    except CheckpointError:
+        return None  # e.g. written by another version: start the run over
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("id") != run:
+        return None
+    return state
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict on the CPU, contiguous (masks included, as buffers)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint (plain, or under 'state_dict'/'model')."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return obj
+    raise CheckpointError(f"checkpoint {source!r} holds no state dict of tensors")

@@ -1,0 +1,125 @@
+"""The pieces a run is made of: data (cached in memory), the seeded model, the checks done up front."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CompressionError, ModelError, ShrinkBenchError
+from .config import Config, RecipeConfig
+from .device import place_model, resolve_device, use_channels_last
+from .loops import derive_seed, seeded_rng
+
+_DATA_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+DATA_CACHE_SIZE = 4  # e.g. the dense and fine-tuning batch sizes of two seeds in a sweep
+
+
+def clear_data_cache() -> None:
+    """Forget the data sets kept in memory between runs."""
+    _DATA_CACHE.clear()
+
+
+def eval_batch_size(recipe: RecipeConfig) -> int:
+    """The recipe's evaluation batch size (default: 4 x the training batch size)."""
+    return recipe.eval_batch_size or 4 * recipe.batch_size
+
+
+def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
+    """The DataBundle for this config and recipe's batch sizes, reused across runs in this process."""
+    from ..data import get_data
+
+    d = cfg.data
+    key = (d.name, d.data_dir, recipe.batch_size, eval_batch_size(recipe), d.val_size, cfg.seed,
+           str(device), d.augment, d.num_workers, json.dumps(d.options, sort_keys=True))
+    if key in _DATA_CACHE:
+        _DATA_CACHE.move_to_end(key)
+        return _DATA_CACHE[key]
+    bundle = get_data(d.name, data_dir=d.data_dir, batch_size=recipe.batch_size,
+                      eval_batch_size=eval_batch_size(recipe), val_size=d.val_size, seed=cfg.seed,
+                      device=device, download=d.download, augment=d.augment,
+                      num_workers=d.num_workers, **d.options)
+    _DATA_CACHE[key] = bundle
+    while len(_DATA_CACHE) > DATA_CACHE_SIZE:
+        _DATA_CACHE.popitem(last=False)
+    return bundle
+
+
+def static_info(cfg: Config) -> Any:
+    """The data set's facts known without reading it (classes, input shape)."""
+    from ..data import dataset_info
+
+    return dataset_info(cfg.data.name, **cfg.data.options)
+
+
+def build_model(cfg: Config, info: Any, device: torch.device | None = None) -> nn.Module:
+    """The zoo model for the data set, initialized from the config seed alone, on `device`."""
+    from ..models import create
+
+    seed = derive_seed(cfg.seed, "init")
+    generator = torch.Generator().manual_seed(seed)
+    with seeded_rng(seed, torch.device("cpu")):
+        model = create(cfg.model.name, num_classes=info.num_classes,
+                       input_shape=tuple(info.input_shape), generator=generator, **cfg.model.options)
+    if device is not None:
+        model = place_model(model, device, use_channels_last(cfg.channels_last, info.input_shape))
+    return model
+
+
+def example_input(info: Any, device: torch.device) -> torch.Tensor:
+    """One all-zero example batch of the data set's input shape."""
+    return torch.zeros(1, *info.input_shape, device=device)
+
+
+def check_compression(cfg: Config, model: nn.Module) -> None:
+    """Refuse a target compression that the unprunable parameters alone make impossible."""
+    from ..pruning.prunable import prunable_parameters
+
+    p = cfg.pruning
+    prunable = prunable_parameters(model, include_classifier=p.include_classifier,
+                                   include_bias=p.include_bias, ignore=p.ignore)
+    if not prunable and p.compression > 1:
+        raise CompressionError("pruning.compression: the model has no prunable parameters with "
+                               "these pruning settings")
+    total = sum(t.numel() for t in model.parameters())
+    fixed = total - sum(t.numel() for t in prunable.values())
+    if math.floor(total / p.compression) - fixed < 0:
+        best = total / max(fixed, 1)
+        raise CompressionError(
+            f"pruning.compression: {p.compression:g} cannot be reached for {cfg.model.name}: its "
+            f"{fixed} unprunable parameters (of {total}) allow at most {best:.4g}")
+
+
+def preflight(cfg: Config) -> Config:
+    """Validate `cfg` and everything checkable before work starts; returns the canonical config."""
+    from ..models import load_weights
+    from .validate import validate
+
+    cfg = validate(cfg)
+    info = static_info(cfg)
+    try:
+        model = build_model(cfg, info)
+    except ModelError as exc:
+        raise ModelError(f"model.name: {exc} (data set {cfg.data.name!r}, input "
+                         f"{tuple(info.input_shape)})") from None
+    if cfg.dense.source != "train":
+        load_weights(model, cfg.dense.source)
+    try:
+        with torch.no_grad():
+            out = model.eval()(example_input(info, torch.device("cpu")))
+    except ShrinkBenchError:
+        raise
+    except Exception as exc:  # a shape error deep in the model: say which pair does not fit
+        detail = " ".join(str(exc).split())[:160]
+        raise ModelError(f"model.name: {cfg.model.name!r} does not accept inputs of shape "
+                         f"{tuple(info.input_shape)} from data set {cfg.data.name!r}: {detail}") from None
+    if out.ndim != 2 or (info.num_classes and out.shape[1] != info.num_classes):
+        raise ModelError(f"model.name: {cfg.model.name!r} outputs shape {tuple(out.shape)}, expected "
+                         f"(batch, {info.num_classes}) for data set {cfg.data.name!r}")
+    check_compression(cfg, model)
+    load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
+    return cfg

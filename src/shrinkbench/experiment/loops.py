@@ -1,0 +1,149 @@
+"""The training loop (metrics accumulated on the device, read once per epoch) and the epoch driver."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import time
+from typing import Any, Callable, ContextManager, Iterable
+
+import torch
+from torch import nn
+
+from ..metrics import evaluate
+from .config import RecipeConfig
+from .optim import lr_at, make_optimizer, set_lr
+
+EpochHook = Callable[[str, int, dict[str, Any]], None]
+SaveHook = Callable[[int, torch.optim.Optimizer, list[dict[str, Any]]], None]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the parts (e.g. seed, phase, epoch), stable across runs and machines."""
+    text = "/".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device):
+    """Global RNG (dropout and friends) seeded from `seed` inside, the caller's state restored after."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        yield
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    channels_last: bool = False,
+    bar: Any = None,
+) -> dict[str, float]:
+    """One pass of SGD steps; returns the running mean loss and top-1 accuracy over the epoch."""
+    model.train()
+    loss_sum: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    n = 0
+    for x, y in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x)
+            loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if loss_sum is None:
+            # Running sums stay on the device: no host sync inside the epoch.
+            loss_sum = torch.zeros((), dtype=torch.float32, device=y.device)
+            correct = torch.zeros((), dtype=torch.int64, device=y.device)
+        batch = y.shape[0]
+        loss_sum.add_(loss.detach(), alpha=batch)
+        correct.add_(out.detach().argmax(1).eq(y).sum())
+        n += batch
+        if bar is not None:
+            bar.update()
+    if n == 0:
+        return {"train_loss": float("nan"), "train_acc1": float("nan")}
+    return {"train_loss": float(loss_sum) / n, "train_acc1": float(correct) / n}
+
+
+def evaluate_split(
+    model: nn.Module, loader: Any, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+) -> dict[str, float] | None:
+    """Top-1, top-5 and mean loss over a loader (None for an empty or missing split)."""
+    if loader is None or len(loader) == 0:
+        return None
+    with autocast():
+        result = evaluate(model, loader)
+    return {"acc1": float(result["acc1"]), "acc5": float(result["acc5"]), "loss": float(result["loss"])}
+
+
+def fit(
+    model: nn.Module,
+    recipe: RecipeConfig,
+    train: Any,
+    val: Any,
+    *,
+    phase: str,
+    seed: int,
+    device: torch.device,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    channels_last: bool = False,
+    start_epoch: int = 0,
+    rows: list[dict[str, Any]] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    on_epoch: EpochHook | None = None,
+    save: SaveHook | None = None,
+    checkpoint_every: int = 1,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train `recipe.epochs` epochs from `start_epoch`, one row of train/val metrics per epoch."""
+    from tqdm.auto import tqdm
+
+    rows = list(rows or [])
+    if on_epoch is not None:
+        for row in rows:  # resumed: report the epochs done before the interruption too
+            on_epoch(phase, int(row["epoch"]), row)
+    optimizer = make_optimizer(model.parameters(), recipe)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    loss_fn = nn.CrossEntropyLoss()
+    remaining = recipe.epochs - start_epoch
+    progress = progress and remaining > 0 and sys.stderr.isatty()
+    bar = tqdm(total=remaining * len(train), desc=phase, unit="batch", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, recipe.epochs):
+            lr = lr_at(recipe, epoch)
+            set_lr(optimizer, lr)
+            train.set_epoch(epoch)
+            began = time.perf_counter()
+            with seeded_rng(derive_seed(seed, phase, epoch), device):
+                row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+                row.update(train_epoch(model, train, optimizer, loss_fn, autocast=autocast,
+                                       channels_last=channels_last, bar=bar if progress else None))
+            row["time_s"] = time.perf_counter() - began
+            val_metrics = evaluate_split(model, val, autocast)
+            for key, value in (val_metrics or {}).items():
+                row[f"val_{key}"] = value
+            rows.append(row)
+            if progress:
+                bar.set_postfix(epoch=epoch + 1, val_acc1=f"{row.get('val_acc1', float('nan')):.4f}")
+            if on_epoch is not None:
+                on_epoch(phase, epoch + 1, row)
+            done = epoch + 1
+            if save is not None and checkpoint_every and (done % checkpoint_every == 0
+                                                          or done == recipe.epochs):
+                save(done, optimizer, rows)
+    finally:
+        bar.close()
+    return rows

@@ -1,0 +1,236 @@
+"""`shrinkbench run | quickstart | results | list | profile`: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from shrinkbench.cli.main import main
+from shrinkbench.experiment import config_from_dict, run_id
+from shrinkbench.experiment import quickstart as quick
+
+TINY = {
+    "data": {"name": "digits"},
+    "model": {"name": "convnet_digits"},
+    "dense": {"recipe": {"epochs": 3, "lr": 0.05, "batch_size": 64}},
+    "pruning": {"strategy": "GlobalMagWeight", "compression": 4},
+    "finetune": {"epochs": 2, "lr": 0.01, "batch_size": 64},
+    "device": "cpu",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def call(argv, capsys) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of `shrinkbench argv`."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse usage errors and --help
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_config(folder: Path, tree: dict, name: str = "cfg.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_run_prints_a_summary_and_finds_a_finished_run(tmp_path, capsys):
+    cfg_file = write_config(tmp_path, TINY)
+    out = tmp_path / "out"
+    code, stdout, err = call(["run", cfg_file, "--out", out], capsys)
+    assert code == 0 and err == "", err  # no progress bars when stderr is not a terminal
+    rid = run_id(config_from_dict(TINY))
+    assert stdout.count("\n") == 1 and stdout.startswith(f"run {rid}: digits/convnet_digits GlobalMagWeight x4")
+    assert "compression 4.00" in stdout and str(out / "runs" / rid) in stdout
+    metrics = json.loads((out / "runs" / rid / "metrics.json").read_text())
+    assert f"{100 * metrics['post_test_acc1']:.2f}% fine-tuned" in stdout
+    mtime = (out / "runs" / rid / "metrics.json").stat().st_mtime_ns
+    code, again, _ = call(["run", cfg_file, "--out", out], capsys)
+    assert code == 0 and (out / "runs" / rid / "metrics.json").stat().st_mtime_ns == mtime
+    assert again.split(" (")[0] == stdout.split(" (")[0]
+    code, other, _ = call(["run", cfg_file, "--out", out, "--set", "pruning.compression=8"], capsys)
+    assert code == 0 and "x8" in other and "compression 8.00" in other
+
+    code, table, _ = call(["results", out], capsys)
+    assert code == 0 and len(table.splitlines()) == 3 and "GlobalMagWeight" in table
+    code, text, _ = call(["results", out, "--format", "json"], capsys)
+    rows = json.loads(text)
+    assert code == 0 and sorted(r["compression"] for r in rows) == [4.0, 8.0]
+    assert {r["post_test_acc1"] for r in rows if r["compression"] == 4.0} == {metrics["post_test_acc1"]}
+    code, text, _ = call(["results", out, "--format", "csv"], capsys)
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(text))
+    assert code == 0 and len(frame) == 2 and {"run_id", "finetune.lr", "speedup"} <= set(frame)
+
+    code, text, _ = call(["profile", "convnet_digits", "--checkpoint", out / "runs" / rid / "model.pt"], capsys)
+    assert code == 0 and "compression 4.00" in text and "conv2" in text
+
+
+def test_list(capsys):
+    code, text, _ = call(["list", "strategies"], capsys)
+    assert code == 0 and "global_magnitude" in text and "GlobalMagWeight" in text and "random" in text
+    code, text, _ = call(["list", "models"], capsys)
+    assert code == 0 and any(line.startswith("lenet300 ") for line in text.splitlines())
+    code, text, _ = call(["list", "datasets"], capsys)
+    assert code == 0 and any(line.startswith("mnist ") and "1x28x28" in line for line in text.splitlines())
+
+
+def test_profile_dense_model(capsys):
+    code, text, _ = call(["profile", "lenet300", "--dataset", "mnist"], capsys)
+    assert code == 0
+    fc1 = next(line for line in text.splitlines() if line.lstrip().startswith("fc1"))
+    assert "235,500" in fc1 and "300x784" in fc1  # 784*300 weights + 300 biases
+    assert "compression 1.00" in text and "MACs 266,200 dense" in text and "speedup 1.00x" in text
+
+
+@pytest.mark.parametrize("command", ["run", "quickstart", "results", "list", "profile"])
+def test_help(command, capsys):
+    code, text, _ = call([command, "--help"], capsys)
+    assert code == 0 and text.startswith("usage: ") and command in text
+
+
+def _bad_configs() -> list[tuple[str, dict | str, list[str], str]]:
+    def tree(**changes):
+        out = json.loads(json.dumps(TINY))
+        for dotted, value in changes.items():
+            node = out
+            *parents, leaf = dotted.split("__")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return out
+
+    return [
+        ("negative-lr", tree(finetune__lr=-1), [], "finetune.lr: expected a positive number, got -1"),
+        ("text-lr", tree(finetune__lr="fast"), [], "finetune.lr: expected a number, got 'fast'"),
+        ("unknown-key", tree(finetune__lrr=0.1), [], "finetune.lrr: unknown key"),
+        ("unknown-section", tree(extra={}), [], "extra: unknown key"),
+        ("unknown-strategy", tree(pruning__strategy="MagicPrune"), [], "pruning.strategy: unknown pruning strategy 'MagicPrune'"),
+        ("low-compression", tree(pruning__compression=0.5), [], "pruning.compression: expected a number >= 1"),
+        ("unreachable", tree(model__name="mlp_digits", pruning__compression=32), [], "pruning.compression: 32 cannot be reached"),
+        ("unknown-model", tree(model__name="resnet1000"), [], "model.name: unknown model 'resnet1000'"),
+        ("model-option", tree(model__options={"depth": 3}), [], "model.options.depth:"),
+        ("model-data-misfit", tree(model__name="vgg16"), [], "model.name: 'vgg16' does not accept inputs of shape (1, 8, 8)"),
+        ("model-too-big", tree(model__name="lenet5"), [], "model.name: model 'lenet5': input 8x8 is too small"),
+        ("unknown-dataset", tree(data__name="svhn"), [], "data.name: unknown data set 'svhn'"),
+        ("missing-data", tree(data__name="mnist", model__name="lenet300", data__data_dir="{tmp}"), [], "mnist"),
+        ("missing-data-dir", tree(data__data_dir="{tmp}/nowhere"), [], "data.data_dir: folder"),
+        ("bad-val-size", tree(data__val_size=-3), [], "data.val_size: expected an integer >= 0"),
+        ("optimizer", tree(finetune__optimizer="lbfgs"), [], "finetune.optimizer: unknown optimizer 'lbfgs'"),
+        ("schedule", tree(dense__recipe__schedule="exp"), [], "dense.recipe.schedule: unknown schedule 'exp'"),
+        ("epochs-type", tree(finetune__epochs="two"), [], "finetune.epochs: expected an integer, got 'two'"),
+        ("batch-size", tree(dense__recipe__batch_size=0), [], "dense.recipe.batch_size: expected a positive number"),
+        ("momentum", tree(finetune__momentum=1), [], "finetune.momentum: expected a number in [0, 1)"),
+        ("nesterov", tree(finetune__nesterov=True, finetune__momentum=0), [], "finetune.nesterov: needs optimizer sgd"),
+        ("seed", tree(seed=-2), [], "seed: expected a number >= 0, got -2"),
+        ("device", tree(device="gpu0"), [], "device: expected one of: auto, cpu"),
+        ("precision", tree(precision="int8"), [], "precision: expected one of: fp32, bf16"),
+        ("dense-file", tree(dense__source="{tmp}/dense.pt"), [], "dense.source: expected 'train' or an existing checkpoint"),
+        ("dense-garbage", tree(dense__source="{tmp}/garbage.pt"), [], "garbage.pt"),
+        ("dense-misfit", tree(dense__source="{tmp}/lenet300.pt"), [], "do not match the model"),
+        ("not-a-mapping", "- 1\n- 2\n", [], "expected a mapping of fields at the top"),
+        ("bad-yaml", "data: {name: digits\n", [], "invalid YAML at line"),
+        ("set-syntax", TINY, ["--set", "finetune.lr"], "--set 'finetune.lr': expected KEY=VALUE"),
+        ("set-unknown", TINY, ["--set", "finetune.rate=0.1"], "finetune.rate: unknown key"),
+        ("set-range", TINY, ["--set", "pruning.score_batches=0"], "pruning.score_batches: expected a positive number"),
+        ("set-not-section", TINY, ["--set", "finetune.lr.x=1"], "finetune.lr: is not a section"),
+    ]
+
+
+BAD_CONFIGS = _bad_configs()
+
+
+@pytest.mark.parametrize("content, extra, message", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, content, extra, message):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    from shrinkbench.models import create
+
+    torch.save(create("lenet300").state_dict(), tmp_path / "lenet300.pt")
+    text = content if isinstance(content, str) else yaml.safe_dump(content)
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(text.replace("{tmp}", str(tmp_path)))
+    out = tmp_path / "out"
+    code, stdout, err = call(["run", cfg_file, "--out", out, *extra], capsys)
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith("shrinkbench: error: "), err
+    assert message.replace("{tmp}", str(tmp_path)) in err, err
+    assert not out.exists()
+
+
+BAD_COMMANDS = [
+    ("missing-config", ["run", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
+    ("no-config", ["run"], "the following arguments are required: CONFIG.yaml"),
+    ("unknown-flag", ["run", "{tmp}/cfg.yaml", "--fast"], "unrecognized arguments: --fast"),
+    ("out-is-a-file", ["run", "{tmp}/cfg.yaml", "--out", "{tmp}/cfg.yaml"], "is not a folder"),
+    ("quickstart-out-is-a-file", ["quickstart", "--out", "{tmp}/cfg.yaml"], "is not a folder"),
+    ("list-what", ["list", "losses"], "argument what: invalid choice: 'losses'"),
+    ("results-missing", ["results", "{tmp}/nowhere"], "results folder {tmp}/nowhere does not exist"),
+    ("results-empty-dir", ["results", "{tmp}"], "holds no results store"),
+    ("results-format", ["results", "{tmp}", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+    ("profile-model", ["profile", "alexnet"], "unknown model 'alexnet'"),
+    ("profile-dataset", ["profile", "lenet300", "--dataset", "svhn"], "unknown data set 'svhn'"),
+    ("profile-missing", ["profile", "lenet300", "--checkpoint", "{tmp}/none.pt"], "--checkpoint: file"),
+    ("profile-garbage", ["profile", "lenet300", "--checkpoint", "{tmp}/garbage.pt"], "--checkpoint: checkpoint"),
+    ("profile-misfit", ["profile", "lenet5", "--checkpoint", "{tmp}/lenet300.pt"], "--checkpoint: weights"),
+    ("unknown-command", ["prune"], "argument COMMAND: invalid choice: 'prune'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", [c[1:] for c in BAD_COMMANDS], ids=[c[0] for c in BAD_COMMANDS])
+def test_bad_command_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    write_config(tmp_path, TINY)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    from shrinkbench.models import create
+
+    torch.save(create("lenet300").state_dict(), tmp_path / "lenet300.pt")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, stdout, err = call([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and message.replace("{tmp}", str(tmp_path)) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (Path.cwd() / "shrinkbench-out").exists()
+
+
+def test_quickstart_on_a_small_grid(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quick, "SEEDS", (0,))
+    monkeypatch.setattr(quick, "COMPRESSIONS", (1.0, 8.0))
+    monkeypatch.setattr(quick, "STRATEGIES", ("RandomPruning", "GlobalMagWeight"))
+    out = tmp_path / "qs"
+    code, text, err = call(["quickstart", "--out", out], capsys)
+    assert code == 0, err
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
+    assert lines[header].split() == ["strategy", "x1", "x8"]
+    assert [line.split()[0] for line in lines[header + 2:header + 4]] == ["RandomPruning", "GlobalMagWeight"]
+    assert f"results: {out} (4 runs;" in text
+    code, again, _ = call(["quickstart", "--out", out], capsys)
+    assert code == 0 and again == text  # finished runs are found, so the same table
+
+
+@pytest.mark.slow
+def test_full_quickstart(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code, text, err = call(["quickstart", "--out", out], capsys)
+    assert code == 0, err
+    from shrinkbench.results import load
+
+    frame = load(out)
+    assert len(frame) == 48 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
+    means = frame.groupby(["strategy", "compression"])["pre_test_acc1"].mean()
+    assert means[("global_magnitude", 32.0)] > means[("random", 32.0)] + 0.1
+    assert (frame["compression_ratio"] - frame["compression"]).abs().max() < 0.05

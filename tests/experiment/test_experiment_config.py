@@ -1,0 +1,234 @@
+"""The config: defaults, YAML and overrides, validation messages, canonical form and ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shrinkbench.errors import ConfigError, ShrinkBenchError, UnknownNameError
+from shrinkbench.experiment import (Config, config_from_dict, config_to_dict, dense_id, load_config,
+                                    run_id)
+from shrinkbench.experiment.components import preflight
+from shrinkbench.experiment.optim import lr_at
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "experiments.md"
+
+
+def _fields(obj, prefix=""):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def test_defaults_round_trip_and_every_field_is_documented():
+    cfg = config_from_dict({})
+    assert cfg == Config()
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    import re
+
+    import yaml
+
+    documented = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", DOCS.read_text(), re.M))
+    for name, f in _fields(Config()):
+        assert f.metadata["help"], name
+        assert name in documented, f"{name} missing from docs/experiments.md"
+        node = Config()
+        for part in name.split("."):
+            node = getattr(node, part)
+        value = yaml.safe_load(documented[name])
+        assert (list(node) if isinstance(node, tuple) else node) == value, name
+
+
+def test_canonical_names_and_alias_hash_equal():
+    a = config_from_dict({"pruning": {"strategy": "GlobalMagWeight"}, "finetune": {"optimizer": "SGD"}})
+    b = config_from_dict({"pruning": {"strategy": "global_magnitude"}, "finetune": {"optimizer": "sgd"}})
+    assert a.pruning.strategy == "global_magnitude" and a.finetune.optimizer == "sgd"
+    assert run_id(a) == run_id(b) and len(run_id(a)) == 16
+    # a config built in code with an alias hashes like the canonical one too
+    c = dataclasses.replace(Config(), pruning=dataclasses.replace(Config().pruning, strategy="GlobalMagWeight"))
+    assert run_id(c) == run_id(b)
+
+
+def test_unhashed_fields_do_not_change_ids(tmp_path):
+    base = config_from_dict({})
+    other = config_from_dict({"device": "cpu", "checkpoint_every": 5,
+                              "data": {"data_dir": str(tmp_path), "download": True}})
+    assert run_id(base) == run_id(other) and dense_id(base) == dense_id(other)
+
+
+def test_dense_id_is_shared_by_pruned_runs_but_not_across_seeds_or_recipes():
+    base = config_from_dict({})
+    pruned = config_from_dict({"pruning": {"strategy": "RandomPruning", "compression": 16},
+                               "finetune": {"lr": 0.5, "epochs": 9}})
+    assert dense_id(base) == dense_id(pruned) and run_id(base) != run_id(pruned)
+    assert dense_id(config_from_dict({"seed": 1})) != dense_id(base)
+    assert dense_id(config_from_dict({"dense": {"recipe": {"lr": 0.2}}})) != dense_id(base)
+    assert dense_id(config_from_dict({"data": {"augment": False}})) != dense_id(base)
+
+
+def test_dense_checkpoint_hashed_by_content(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"w": torch.zeros(2)}, a)
+    b.write_bytes(a.read_bytes())
+    ca = config_from_dict({"dense": {"source": str(a)}})
+    cb = config_from_dict({"dense": {"source": str(b), "recipe": {"lr": 0.3}}})
+    assert run_id(ca) == run_id(cb)  # same bytes, recipe irrelevant for a given checkpoint
+    torch.save({"w": torch.ones(2)}, b)
+    assert run_id(ca) != run_id(config_from_dict({"dense": {"source": str(b)}}))
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pruning:\n  strategy: LayerMagWeight\n  compression: 8\nfinetune:\n  lr: 1e-3\n")
+    cfg = load_config(path, ["finetune.epochs=7", "finetune.lr=2e-3", "pruning.ignore=[fc1.weight]",
+                             "data.val_size=0.1", "seed=3"])
+    assert cfg.pruning.strategy == "layer_magnitude" and cfg.pruning.compression == 8.0
+    assert cfg.finetune.epochs == 7 and cfg.finetune.lr == pytest.approx(2e-3)
+    assert cfg.pruning.ignore == ("fc1.weight",) and cfg.data.val_size == 0.1 and cfg.seed == 3
+    assert isinstance(load_config(path, ["data.val_size=100"]).data.val_size, int)
+    assert load_config(path).finetune.lr == pytest.approx(1e-3)  # YAML 1.1 reads 1e-3 as text
+
+
+BAD = [
+    ({"finetune": {"lr": -1}}, "finetune.lr: expected a positive number, got -1"),
+    ({"finetune": {"lr": "abc"}}, "finetune.lr: expected a number"),
+    ({"finetune": {"lr": float("nan")}}, "finetune.lr: expected a finite number"),
+    ({"finetune": {"lrr": 1}}, "finetune.lrr: unknown key; valid keys: optimizer, lr"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"pruning": {"strategy": "Nope"}}, "pruning.strategy: unknown pruning strategy 'Nope'"),
+    ({"pruning": {"compression": 0.5}}, "pruning.compression: expected a number >= 1"),
+    ({"pruning": {"score_batches": 0}}, "pruning.score_batches: expected a positive number"),
+    ({"pruning": {"ignore": {"a": 1}}}, "pruning.ignore: expected a list"),
+    ({"model": {"name": "resnet9000"}}, "model.name: unknown model 'resnet9000'"),
+    ({"data": {"name": "mnistt"}}, "data.name: unknown data set 'mnistt'"),
+    ({"data": 3}, "data: expected a mapping of fields, got 3"),
+    ({"data": {"val_size": 1.5}}, "data.val_size: expected an integer >= 0 or a fraction"),
+    ({"data": {"data_dir": "/nonexistent/sb"}}, "data.data_dir: folder '/nonexistent/sb' does not exist"),
+    ({"finetune": {"optimizer": "rmsprop"}}, "finetune.optimizer: unknown optimizer 'rmsprop'"),
+    ({"finetune": {"schedule": "poly"}}, "finetune.schedule: unknown schedule 'poly'"),
+    ({"finetune": {"epochs": -1}}, "finetune.epochs: expected a number >= 0"),
+    ({"finetune": {"epochs": 2.5}}, "finetune.epochs: expected an integer, got 2.5"),
+    ({"finetune": {"batch_size": 0}}, "finetune.batch_size: expected a positive number, got 0"),
+    ({"finetune": {"momentum": 1.5}}, "finetune.momentum: expected a number in [0, 1)"),
+    ({"finetune": {"nesterov": True, "optimizer": "adam"}}, "finetune.nesterov: needs optimizer sgd"),
+    ({"finetune": {"schedule": "multistep"}}, "finetune.milestones: the multistep schedule needs"),
+    ({"dense": {"recipe": {"epochs": 0}}}, "dense.recipe.epochs: expected an integer >= 1"),
+    ({"dense": {"source": "/nonexistent/dense.pt"}}, "dense.source: expected 'train' or an existing"),
+    ({"seed": "x"}, "seed: expected an integer, got 'x'"),
+    ({"seed": -1}, "seed: expected a number >= 0, got -1"),
+    ({"seed": True}, "seed: expected an integer, got True"),
+    ({"device": "tpu"}, "device: expected one of: auto, cpu, cuda, cuda:N, mps"),
+    ({"precision": "fp16"}, "precision: expected one of: fp32, bf16"),
+    ({"channels_last": "yes"}, "channels_last: expected true or false, got 'yes'"),
+    ({"model": {"options": {"x": object()}}}, "model.options.x: expected plain data"),
+    ({"model": {"options": {"width": 3}}}, "model.options.width: 'convnet_digits' has no such option"),
+    ({"model": {"name": "mlp_digits", "options": {"hidden": [8], "depth": 2}}},
+     "model.options.depth: 'mlp_digits' has no such option; valid options: hidden"),
+    ({"data": {"options": {"x": 1}}}, "data.options.x: 'digits' has no such option"),
+]
+
+
+@pytest.mark.parametrize("raw, message", BAD, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD)])
+def test_bad_configs_raise_one_line_naming_the_field(raw, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(UnknownNameError, match="choose from: .*global_magnitude"):
+        config_from_dict({"pruning": {"strategy": "GlobalMagWieght"}})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["finetune.lr"], "--set 'finetune.lr': expected KEY=VALUE"),
+    (["=3"], "--set '=3': expected KEY=VALUE"),
+    (["seed.x=3"], "seed: is not a section"),
+    (["finetune.lr=-0.5"], "finetune.lr: expected a positive number, got -0.5"),
+])
+def test_bad_overrides(tmp_path, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(path, overrides)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: [1, 2\n", "invalid YAML at line"),
+    ("- 1\n- 2\n", "expected a mapping of fields at the top, got list"),
+])
+def test_bad_yaml_files(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("raw, kind, message", [
+    ({"model": {"name": "mlp_digits"}, "pruning": {"compression": 32}}, "CompressionError",
+     "pruning.compression: 32 cannot be reached for mlp_digits"),
+    ({"model": {"name": "lenet300"}, "data": {"name": "mnist", "data_dir": "."}}, "DataError", "mnist"),
+])
+def test_preflight_rejects_what_the_config_alone_cannot_show(raw, kind, message):
+    with pytest.raises(ShrinkBenchError, match=message) as info:
+        preflight(config_from_dict(raw))
+    assert type(info.value).__name__ == kind
+
+
+@settings(max_examples=40, deadline=None)
+@given(lr=st.floats(1e-5, 10, allow_nan=False), epochs=st.integers(0, 50), seed=st.integers(0, 2**31),
+       alias=st.sampled_from([("GlobalMagWeight", "global_magnitude"), ("RandomPruning", "random"),
+                              ("LayerMagWeight", "layer_magnitude")]),
+       every=st.integers(0, 5))
+def test_ids_depend_on_what_matters_only(lr, epochs, seed, alias, every):
+    def cfg(strategy, checkpoint_every, device):
+        return config_from_dict({"seed": seed, "finetune": {"lr": lr, "epochs": epochs},
+                                 "pruning": {"strategy": strategy}, "checkpoint_every": checkpoint_every,
+                                 "device": device})
+
+    a, b = cfg(alias[0], every, "auto"), cfg(alias[1], 1, "cpu")
+    assert run_id(a) == run_id(b) and dense_id(a) == dense_id(b)
+    assert config_from_dict(config_to_dict(a)) == a
+    c = dataclasses.replace(a, finetune=dataclasses.replace(a.finetune, lr=lr * 1.5))
+    assert run_id(c) != run_id(a) and dense_id(c) == dense_id(a)
+
+
+@pytest.mark.parametrize("recipe, expected", [
+    ({"schedule": "constant", "epochs": 4}, [0.1, 0.1, 0.1, 0.1]),
+    ({"schedule": "step", "step_size": 2, "gamma": 0.5, "epochs": 5}, [0.1, 0.1, 0.05, 0.05, 0.025]),
+    ({"schedule": "multistep", "milestones": [1, 3], "gamma": 0.1, "epochs": 4}, [0.1, 0.01, 0.01, 0.001]),
+    ({"schedule": "cosine", "epochs": 4}, [0.1, 0.0853553, 0.05, 0.0146447]),
+    ({"schedule": "cosine", "epochs": 4, "warmup_epochs": 2}, [0.05, 0.1, 0.1, 0.05]),
+])
+def test_learning_rate_schedules(recipe, expected):
+    r = config_from_dict({"finetune": {"lr": 0.1, **recipe}}).finetune
+    assert [lr_at(r, e) for e in range(r.epochs)] == pytest.approx(expected, rel=1e-5)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_are_valid_configs(path):
+    cfg = load_config(path)
+    assert cfg.pruning.strategy == "global_magnitude" and cfg.dense.recipe.epochs >= 12
+    if cfg.data.name == "digits":
+        assert preflight(cfg) == cfg
+
+
+def test_examples_cover_the_classic_benchmarks():
+    pairs = {(load_config(p).data.name, load_config(p).model.name) for p in EXAMPLES}
+    assert {("mnist", "lenet300"), ("cifar10", "resnet56"), ("imagenet", "resnet50"),
+            ("digits", "convnet_digits")} <= pairs
