@@ -187,7 +187,7 @@ def test_url_with_checksum(saved: tuple[nn.Module, Path], server: str) -> None:
     target = load_weights(_model(1), url, sha256=file_sha256(path).upper())
     assert _same(source, target)
     wrong = "f" * 64
-    with pytest.raises(DownloadError, match=f"{url} have sha256 {file_sha256(path)}, expected {wrong}"):
+    with pytest.raises(DownloadError, match=f"checksum mismatch for {url}: expected sha256 {wrong}, got {file_sha256(path)}"):
         load_weights(_model(1), url, sha256=wrong)
     with pytest.raises(ConfigError, match="needs sha256"):
         load_weights(_model(1), url)

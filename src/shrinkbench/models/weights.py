@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, DownloadError, ModelError
+from ..download import fetch, file_digest
+from ..errors import CheckpointError, ConfigError, ModelError
 
 _SHOW = 5  # how many offending keys a message lists
-_CHUNK = 1 << 20
 
 
 def _is_url(source: str | os.PathLike[str]) -> bool:
@@ -33,26 +30,7 @@ def _check_sha256(sha256: str) -> str:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> None:
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DownloadError(f"cannot download weights from {url}: {exc}") from None
-    if h.hexdigest() != sha256:
-        raise DownloadError(
-            f"weights downloaded from {url} have sha256 {h.hexdigest()}, expected {sha256}"
-        )
+    return file_digest(path, "sha256")
 
 
 def _reason(exc: BaseException) -> str:
@@ -153,7 +131,7 @@ def load_weights(
             raise ConfigError(f"loading weights from {url} needs sha256= (the file's expected SHA-256)")
         with tempfile.TemporaryDirectory(prefix="shrinkbench-weights-") as tmp:
             dest = Path(tmp) / "weights.pt"
-            _download(url, dest, digest)
+            fetch(url, dest, sha256=digest, timeout=60.0)
             state = _read(dest, url)
         label = url
     else:
