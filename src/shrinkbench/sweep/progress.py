@@ -1,0 +1,76 @@
+"""Sweep progress: one overall bar (counts, ETA) on stderr and one line per finished job."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from .jobs import Job, Outcome
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def describe(job: Job) -> str:
+    """A short human description of a job: what it trains or prunes, and the seed."""
+    cfg = job.config
+    data, model, seed = _get(cfg, "data.name"), _get(cfg, "model.name"), _get(cfg, "seed")
+    where = f"{data}/{model}" if data and model else ""
+    if job.kind == "dense":
+        return " ".join(p for p in ("dense", where, f"seed {seed}" if seed is not None else "") if p)
+    strategy, compression = _get(cfg, "pruning.strategy"), _get(cfg, "pruning.compression")
+    parts = [where, str(strategy) if strategy else "", f"x{_number(compression)}" if compression is not None else ""]
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return " ".join(p for p in parts if p)
+
+
+def outcome_line(job: Job, outcome: Outcome) -> str:
+    """The line printed when a job finishes."""
+    head = f"{'done' if outcome.ok else 'FAILED'} {job.id} {describe(job)}"
+    if not outcome.ok:
+        return f"{head} ({outcome.seconds:.1f} s): {outcome.error}"
+    acc = outcome.metrics.get("post_test_acc1", outcome.metrics.get("dense_test_acc1"))
+    acc_text = f" acc1 {acc:.4f}" if isinstance(acc, (int, float)) else ""
+    return f"{head}{acc_text} ({outcome.seconds:.1f} s)"
+
+
+class Progress:
+    """The overall bar (on a terminal, unless `bar` is False) and the per-job lines (unless `lines` is False)."""
+
+    def __init__(self, total: int, *, bar: bool = True, lines: bool = True, stream: TextIO | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self.stream = stream or sys.stderr
+        self.lines = lines
+        self.failed = 0
+        self._tqdm = tqdm
+        # bar=True shows it on a terminal only (None: tqdm's own check); the lines go everywhere
+        self.bar = tqdm(total=total, desc="sweep", unit="job", file=self.stream, disable=None if bar else True,
+                        dynamic_ncols=True)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"failed {self.failed}", refresh=False)
+
+    def finished(self, job: Job, outcome: Outcome) -> None:
+        """Count a finished job and print its line."""
+        if not outcome.ok:
+            self.failed += 1
+        if self.lines:
+            self._tqdm.write(outcome_line(job, outcome), file=self.stream)
+        self._postfix()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
