@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -37,9 +38,12 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
     tree.pop(leaf, None)
 
 
-def hashed_dict(cfg: Config) -> dict[str, Any]:
-    """The canonical config as hashed: unhashed fields dropped, a dense checkpoint by its content."""
-    tree = to_plain(validate(cfg))
+DENSE_KEYS = ("data", "model", "dense", "seed", "precision", "channels_last")
+
+
+def hashed_plain(plain: dict[str, Any]) -> dict[str, Any]:
+    """A canonical plain config as hashed: unhashed fields dropped, a dense checkpoint by its content."""
+    tree = copy.deepcopy(plain)
     for dotted in UNHASHED:
         _drop(tree, dotted)
     if tree["dense"]["source"] != "train":
@@ -47,9 +51,21 @@ def hashed_dict(cfg: Config) -> dict[str, Any]:
     return tree
 
 
+def hashed_dict(cfg: Config) -> dict[str, Any]:
+    """The canonical config as hashed (see hashed_plain)."""
+    return hashed_plain(to_plain(validate(cfg)))
+
+
 def _digest(tree: dict[str, Any]) -> str:
     text = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def ids_from_plain(plain: dict[str, Any]) -> tuple[str, str]:
+    """(run id, dense id) of an already validated, canonical plain config (as config_to_dict gives):
+    the same hashes as run_id and dense_id without validating again, for expanding big sweeps."""
+    tree = hashed_plain(plain)
+    return _digest(tree), _digest({key: tree[key] for key in DENSE_KEYS})
 
 
 def run_id(cfg: Config) -> str:
@@ -60,7 +76,7 @@ def run_id(cfg: Config) -> str:
 def dense_tree(cfg: Config) -> dict[str, Any]:
     """What fixes the trained dense model: data, model, dense recipe, seed and numerics."""
     tree = hashed_dict(cfg)
-    return {key: tree[key] for key in ("data", "model", "dense", "seed", "precision", "channels_last")}
+    return {key: tree[key] for key in DENSE_KEYS}
 
 
 def dense_id(cfg: Config) -> str:

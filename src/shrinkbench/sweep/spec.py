@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, SweepError
 from .axes import Axes, ZipGroup, parse_axes
-from .ids import IdHasher, verify_ids
+from .ids import verify_ids
 from .plan import Run
 
 SPEC_KEYS = ("base", "grid", "zip", "name")
@@ -154,8 +154,8 @@ def expand(spec: SweepSpec) -> list[Run]:
     (see ids.py), which is what makes 10,000 runs expand in well under a second.
     """
     from ..experiment.dense import DENSE_SECTIONS
+    from ..experiment.ids import ids_from_plain
 
-    hasher = IdHasher()
     keys = spec.canonical.keys()
     dense_keys = [key for key in keys if key.split(".")[0] in DENSE_SECTIONS]
     dense_cache: dict[tuple, tuple[str | None, dict]] = {}
@@ -164,13 +164,12 @@ def expand(spec: SweepSpec) -> list[Run]:
         tree = _copy_sections(spec.base, keys)
         for key, value in point.items():
             _set(tree, key, copy.deepcopy(value) if isinstance(value, (dict, list)) else value)
+        rid, did = ids_from_plain(tree)
         dense_key = tuple(repr(point[key]) for key in dense_keys)
         if dense_key not in dense_cache:
             trained = tree["dense"]["source"] == "train"
-            dense_cache[dense_key] = (
-                hasher.dense_id(tree) if trained else None, {k: tree[k] for k in DENSE_SECTIONS}
-            )
+            dense_cache[dense_key] = (did if trained else None, {k: tree[k] for k in DENSE_SECTIONS})
         did, dense_cfg = dense_cache[dense_key]
-        runs.append(Run(hasher.run_id(tree), did, tree, shown, dense_cfg))
-    verify_ids(runs, hasher)
+        runs.append(Run(rid, did, tree, shown, dense_cfg))
+    verify_ids(runs)
     return runs
