@@ -17,10 +17,11 @@ FORMAT = 1
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write `state` (tensors, state dicts, plain data) atomically."""
+    """Write `state` (tensors, state dicts, plain data) atomically. Not fsynced: the rename already
+    survives a killed process, and a checkpoint lost to a power cut only makes the run start over."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue(), durable=False)
 
 
 def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:

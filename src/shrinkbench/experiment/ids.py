@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -32,8 +31,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:
+    """Remove a dotted key, copying the dicts on its path (the caller's tree is left as it was)."""
     *parents, leaf = dotted.split(".")
     for key in parents:
+        if not isinstance(tree.get(key), dict):
+            return
+        tree[key] = dict(tree[key])
         tree = tree[key]
     tree.pop(leaf, None)
 
@@ -43,7 +46,7 @@ DENSE_KEYS = ("data", "model", "dense", "seed", "precision", "channels_last")
 
 def hashed_plain(plain: dict[str, Any]) -> dict[str, Any]:
     """A canonical plain config as hashed: unhashed fields dropped, a dense checkpoint by its content."""
-    tree = copy.deepcopy(plain)
+    tree = dict(plain)
     for dotted in UNHASHED:
         _drop(tree, dotted)
     if tree["dense"]["source"] != "train":
