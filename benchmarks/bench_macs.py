@@ -101,6 +101,10 @@ def main() -> None:
             torch.randn(32, 3, 32, 32, generator=gen),
         ),
     }
+    # A batch of one: counting runs the same single-example forward, so only the fixed cost of the
+    # hooks and mask reads shows.
+    cases["LeNet-5 (1x1x28x28)"] = (cases["LeNet-5 (64x1x28x28)"][0], torch.randn(1, 1, 28, 28, generator=gen))
+    cases["ResNet-14 (1x3x32x32)"] = (cases["ResNet-14 (32x3x32x32)"][0], torch.randn(1, 3, 32, 32, generator=gen))
     shuffler = random.Random(0)
     print(f"{torch.get_num_threads()} threads, {args.rounds} rounds, medians")
     print(f"{'model':<24}{'forward ms':>12}{'count_macs ms':>15}{'ratio':>8}{'other_ops ms':>14}{'ratio':>8}")
