@@ -129,20 +129,10 @@ UNHASHED = ("data.data_dir", "data.download", "data.num_workers", "device", "che
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (safe_load), apply `key=value` overrides, validate; errors name the field."""
-    import yaml
+    from ..results.files import read_yaml
 
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {str(file)!r} does not exist")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "parse error"
-        raise ConfigError(f"config file {str(file)!r}: invalid YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(file)!r} cannot be read: {exc}") from None
+    raw = read_yaml(file, "config file", ConfigError)
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):

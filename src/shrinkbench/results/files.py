@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..errors import StoreError
+from ..errors import ShrinkBenchError, StoreError
 
 RUNS_DIR = "runs"
 DENSE_DIR = "dense"
@@ -152,3 +152,23 @@ def dense_dir(out_dir: str | os.PathLike, dense_id: str, create: bool = True) ->
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def read_yaml(path: str | os.PathLike, what: str, error: type[ShrinkBenchError]) -> Any:
+    """The YAML document in `path` (safe_load; an empty file is None). A missing, unreadable or
+    invalid file raises `error` naming it as `what` ("config file", "sweep spec", ...)."""
+    import yaml
+
+    file = Path(path)
+    label = f"{what} {str(file)!r}"
+    if not file.is_file():
+        raise error(f"{label} does not exist")
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise error(f"{label}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{label} cannot be read: {exc}") from None

@@ -101,19 +101,10 @@ def spec_from_dict(raw: Any, *, base_dir: str | os.PathLike = ".", source: str =
 
 def load_spec(path: str | os.PathLike, overrides: Iterable[str] = ()) -> SweepSpec:
     """Read a YAML sweep spec (safe_load); `overrides` (`key=value`) apply to its base config."""
-    import yaml
+    from ..results.files import read_yaml
 
     file = Path(path)
-    if not file.is_file():
-        raise SweepError(f"sweep spec {str(file)!r} does not exist")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SweepError(f"sweep spec {str(file)!r}: invalid YAML{where}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"sweep spec {str(file)!r} cannot be read: {exc}") from None
+    raw = read_yaml(file, "sweep spec", SweepError)
     return spec_from_dict(raw or {}, base_dir=file.parent, source=repr(str(file)), overrides=overrides)
 
 
