@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -65,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("shrinkbench: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`shrinkbench status DIR | head`): stop quietly, and
+        # point stdout at /dev/null so that flushing it at exit raises nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return int(code or 0)
 
 
