@@ -8,22 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .argtypes import positive_int
 
 LITERATURE_ENV = "SHRINKBENCH_LITERATURE"
 SURVEY_SOURCE = (
     "the survey data export of the original ShrinkBench repository "
     "(github.com/JJGO/shrinkbench, folder analysis/assets/existing-results)"
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +50,7 @@ def register(subparsers: Any) -> None:
                      help="write summary.json, pairs.csv, normalized_results.csv and per-pair plots here")
     lit.add_argument("--format", choices=("table", "csv", "json"), default="table", dest="fmt",
                      help="printed summary: table (default), csv (the pairs) or json")
-    lit.add_argument("--top", type=_positive_int, default=5,
+    lit.add_argument("--top", type=positive_int, default=5,
                      help="how many of the most used (dataset, model) pairs to list and plot (default 5)")
     lit.set_defaults(handler=literature_command)
 

@@ -7,31 +7,9 @@ import signal
 import sys
 from typing import Any
 
+from .argtypes import amount, positive_int
+
 EXECUTOR_CHOICES = ("local", "process", "ray")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _amount(minimum: float, strict: bool):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not (value > minimum if strict else value >= minimum):
-            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
-        return value
-
-    return parse
 
 
 def register(subparsers: Any) -> None:
@@ -50,14 +28,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--executor", choices=EXECUTOR_CHOICES, default="local",
                    help="local: in this process, one run after another; process: a pool of worker "
                    "processes; ray: Ray tasks on a local instance or a cluster (default: local)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="runs at a time (process: default one per core; ray: default cluster CPUs / "
                    "--cpus-per-run)")
     p.add_argument("--ray-address", default=None,
                    help="attach to this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one")
-    p.add_argument("--cpus-per-run", type=_amount(0, strict=True), default=1.0,
+    p.add_argument("--cpus-per-run", type=amount(0, strict=True), default=1.0,
                    help="ray: CPUs each run requests (default 1)")
-    p.add_argument("--gpus-per-run", type=_amount(0, strict=False), default=0.0,
+    p.add_argument("--gpus-per-run", type=amount(0, strict=False), default=0.0,
                    help="ray: GPUs each run requests, fractions allowed, e.g. 0.25 (default 0)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and which are done; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")

@@ -14,6 +14,7 @@ from ..errors import DataError, DownloadError
 
 __all__ = ["fetch", "fetch_first", "file_digest", "safe_extract", "check_members"]
 
+
 def fetch_first(
     urls: Sequence[str],
     dest: str | os.PathLike[str],
