@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from . import common
 from .errors import DownloadError
 
 CHUNK = 1 << 20
@@ -18,12 +19,8 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "md5") -> str:
-    """Hex digest of a file's bytes."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex digest of a file's bytes (memoized by path, size and mtime)."""
+    return common.file_digest(path, algorithm)
 
 
 def _expected(md5: str | None, sha256: str | None) -> tuple[str, str]:

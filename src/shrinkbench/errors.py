@@ -45,3 +45,9 @@ class StoreError(ShrinkBenchError):
 
 class SweepError(ShrinkBenchError):
     """A sweep spec is invalid."""
+
+
+class RunError(ShrinkBenchError):
+    """A run failed or was interrupted (its traceback is in the results store)."""
+
+    exit_code = 1

@@ -12,7 +12,7 @@ import yaml
 
 from shrinkbench.cli.main import main
 from shrinkbench.experiment import config_from_dict, run_id
-from shrinkbench.experiment import quickstart as quick
+from shrinkbench.cli import quickstart as quick
 
 TINY = {
     "data": {"name": "digits"},
@@ -207,19 +207,39 @@ def test_bad_command_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, arg
 
 
 def test_quickstart_on_a_small_grid(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(quick, "SEEDS", (0,))
-    monkeypatch.setattr(quick, "COMPRESSIONS", (1.0, 8.0))
-    monkeypatch.setattr(quick, "STRATEGIES", ("RandomPruning", "GlobalMagWeight"))
+    spec = tmp_path / "quick.yaml"
+    spec.write_text(yaml.safe_dump({"base": {"finetune": {"epochs": 1}}, "grid": {
+        "seed": [0], "pruning.strategy": ["RandomPruning", "GlobalMagWeight"], "pruning.compression": [1, 8]}}))
+    monkeypatch.setattr(quick, "spec_path", lambda: spec)
     out = tmp_path / "qs"
     code, text, err = call(["quickstart", "--out", out], capsys)
     assert code == 0, err
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
     assert lines[header].split() == ["strategy", "x1", "x8"]
-    assert [line.split()[0] for line in lines[header + 2:header + 4]] == ["RandomPruning", "GlobalMagWeight"]
-    assert f"results: {out} (4 runs;" in text
-    code, again, _ = call(["quickstart", "--out", out], capsys)
-    assert code == 0 and again == text  # finished runs are found, so the same table
+    rows = [line.split() for line in lines[header + 2:header + 4]]
+    assert [row[0] for row in rows] == ["RandomPruning", "GlobalMagWeight"]
+    assert rows[0][1] == rows[1][1]  # x1: one unpruned control shared by both strategies
+    assert f"results: {out} (3 runs;" in text and "already done" not in text
+    # one line per finished run when the output is not a terminal (2 pruned, 1 control, 1 dense)
+    assert err.count("done ") == 4
+    report = out / "report.html"
+    mtime = report.stat().st_mtime_ns
+    code, again, err = call(["quickstart", "--out", out], capsys)
+    assert code == 0 and again.startswith(f"3 of 3 runs were already done in {out}; 0 run now")
+    tables = lambda t: t[t.index("test top-1 after pruning"):t.index("report:")]  # noqa: E731
+    assert tables(again) == tables(text) and err == ""  # found, not redone: the same tables
+    assert report.stat().st_mtime_ns == mtime  # nothing changed: the report is not redrawn
+
+
+def test_quickstart_spec_is_shipped_and_linked_from_examples():
+    root = Path(__file__).resolve().parents[2]
+    linked = root / "examples" / "sweeps" / "quickstart.yaml"
+    assert linked.read_text() == quick.spec_path().read_text()
+    from shrinkbench.sweep import load_spec, plan_sweep
+
+    plan = plan_sweep(load_spec(quick.spec_path()))
+    assert (len(plan.runs), len(plan.dense), plan.duplicates) == (42, 2, 6)
 
 
 @pytest.mark.slow
@@ -230,7 +250,8 @@ def test_full_quickstart(tmp_path, capsys):
     from shrinkbench.results import load
 
     frame = load(out)
-    assert len(frame) == 48 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
+    assert len(frame) == 42 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
+    assert set(frame[frame["compression"] == 1]["strategy"]) == {"none"}
     means = frame.groupby(["strategy", "compression"])["pre_test_acc1"].mean()
     assert means[("global_magnitude", 32.0)] > means[("random", 32.0)] + 0.1
     assert (frame["compression_ratio"] - frame["compression"]).abs().max() < 0.05

@@ -125,3 +125,18 @@ def test_synthetic_options_are_checked():
     aug = get_data("synthetic", shape=(3, 8, 8), augmentation="crop_flip", num_train=64, val_size=0)
     plain = get_data("synthetic", shape=(3, 8, 8), augment=False, num_train=64, val_size=0)
     assert not torch.equal(next(iter(aug.train))[0], next(iter(plain.train))[0])
+
+
+def test_train_size_takes_a_seeded_subset_of_the_training_split():
+    from shrinkbench.data import get_data
+
+    full = get_data("digits", val_size=180, seed=0)
+    small = get_data("digits", val_size=180, seed=0, train_size=500)
+    again = get_data("digits", val_size=180, seed=0, train_size=500)
+    assert small.info.num_train == 500 and full.info.num_train == 1797 - 180 - full.info.num_test
+    assert torch.equal(small.train.x, again.train.x)  # fixed by split_seed
+    assert torch.equal(small.val.x, full.val.x)  # the validation split is untouched
+    rows = {tuple(r.tolist()) for r in full.train.x.flatten(1)}
+    assert all(tuple(r.tolist()) in rows for r in small.train.x.flatten(1))
+    with pytest.raises(ConfigError, match="data.options.train_size: expected an integer in"):
+        get_data("digits", train_size=10**6)

@@ -111,7 +111,6 @@ BAD = [
     ({"data": {"name": "mnistt"}}, "data.name: unknown data set 'mnistt'"),
     ({"data": 3}, "data: expected a mapping of fields, got 3"),
     ({"data": {"val_size": 1.5}}, "data.val_size: expected an integer >= 0 or a fraction"),
-    ({"data": {"data_dir": "/nonexistent/sb"}}, "data.data_dir: folder '/nonexistent/sb' does not exist"),
     ({"finetune": {"optimizer": "rmsprop"}}, "finetune.optimizer: unknown optimizer 'rmsprop'"),
     ({"finetune": {"schedule": "poly"}}, "finetune.schedule: unknown schedule 'poly'"),
     ({"finetune": {"epochs": -1}}, "finetune.epochs: expected a number >= 0"),
@@ -180,6 +179,7 @@ def test_bad_yaml_files(tmp_path, text, message):
     ({"model": {"name": "mlp_digits"}, "pruning": {"compression": 32}}, "CompressionError",
      "pruning.compression: 32 cannot be reached for mlp_digits"),
     ({"model": {"name": "lenet300"}, "data": {"name": "mnist", "data_dir": "."}}, "DataError", "mnist"),
+    ({"data": {"data_dir": "/nonexistent/sb"}}, "ConfigError", "data.data_dir: folder '/nonexistent/sb' does not exist"),
 ])
 def test_preflight_rejects_what_the_config_alone_cannot_show(raw, kind, message):
     with pytest.raises(ShrinkBenchError, match=message) as info:
@@ -225,10 +225,52 @@ def test_examples_are_valid_configs(path):
     cfg = load_config(path)
     assert cfg.pruning.strategy == "global_magnitude" and cfg.dense.recipe.epochs >= 12
     if cfg.data.name == "digits":
-        assert preflight(cfg) == cfg
+        assert preflight(cfg) is cfg
 
 
 def test_examples_cover_the_classic_benchmarks():
     pairs = {(load_config(p).data.name, load_config(p).model.name) for p in EXAMPLES}
     assert {("mnist", "lenet300"), ("cifar10", "resnet56"), ("imagenet", "resnet50"),
             ("digits", "convnet_digits")} <= pairs
+
+
+def test_a_config_is_checked_when_built_and_carries_its_ids():
+    cfg = config_from_dict({"pruning": {"strategy": "LayerMagWeight", "compression": 8}})
+    assert (cfg.run_id, cfg.dense_id) == (run_id(cfg), dense_id(cfg))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+    # replace() builds a new section, checked like any other
+    with pytest.raises(ConfigError, match="^compression: expected a number >= 1, got 0.5"):
+        dataclasses.replace(cfg.pruning, compression=0.5)
+    other = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, strategy="RandomPruning"))
+    assert other.pruning.strategy == "random" and other.run_id != cfg.run_id
+    assert other.dense_id == cfg.dense_id
+
+
+def test_compression_one_is_one_control_run_shared_by_every_strategy():
+    ids = set()
+    for strategy in ("GlobalMagWeight", "RandomPruning", "LayerMagGrad"):
+        cfg = config_from_dict({"pruning": {"strategy": strategy, "compression": 1, "score_batches": 3,
+                                            "ignore": ["fc.weight"]}})
+        assert cfg.is_control and cfg.pruning.strategy == "none" and cfg.pruning.ignore == ()
+        ids.add(cfg.run_id)
+    assert len(ids) == 1
+    with pytest.raises(ConfigError, match="^pruning.strategy: 'none' prunes nothing"):
+        config_from_dict({"pruning": {"strategy": "none", "compression": 4}})
+
+
+def test_threads_are_part_of_the_run_and_dense_ids():
+    one, two = config_from_dict({}), config_from_dict({"threads": 2})
+    assert one.threads == 1 and one.run_id != two.run_id and one.dense_id != two.dense_id
+    with pytest.raises(ConfigError, match="^threads: expected a positive number, got 0"):
+        config_from_dict({"threads": 0})
+
+
+def test_machine_facts_are_not_config_errors():
+    # a CUDA device or a missing data folder is a fact of the machine that runs the job: the config
+    # builds anywhere (e.g. on a Ray head without GPUs), and preflight refuses it where it runs
+    cfg = config_from_dict({"device": "cuda:3", "data": {"data_dir": "/nonexistent/sb"}})
+    assert cfg.device == "cuda:3"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^device: 'cuda:3' is not usable here"):
+            preflight(cfg)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from shrinkbench.experiment import config_from_dict, dense_id, run_experiment
+from shrinkbench.experiment import config_from_dict, dense_id
+from shrinkbench.sweep import run_experiment
 from shrinkbench.results import load
 
 MNIST = os.environ.get("SHRINKBENCH_TEST_MNIST")

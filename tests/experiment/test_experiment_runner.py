@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from shrinkbench.experiment import (config_from_dict, dense_id, ensure_dense, execute, run_experiment,
-                                    run_id)
+from shrinkbench.errors import RunError
+from shrinkbench.experiment import config_from_dict, dense_id, ensure_dense, execute, run_id
 from shrinkbench.experiment import dense as dense_module
 from shrinkbench.experiment import loops, runner
 from shrinkbench.results.files import dense_dir, run_dir
 from shrinkbench.results.frame import METRIC_KEYS
 from shrinkbench.results.store import Store
+from shrinkbench.sweep import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +113,7 @@ def test_a_failing_run_is_recorded_as_failed(tmp_path, tiny, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(runner, "_prune", broken)
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RunError, match=f"^run {run_id(cfg)} failed: RuntimeError: boom"):
         run_experiment(cfg, tmp_path, progress=False)
     with Store(tmp_path) as store:
         row = store.get(run_id(cfg))

@@ -35,7 +35,7 @@ def local_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
     spec = write_spec(root)
     result = run_sweep(load_spec(spec), root / "out", progress=False, lines=False)
-    assert result.exit_code == 0 and (result.ran, result.trained) == (4, 1)
+    assert result.exit_code == 0 and (result.ran, result.trained) == (3, 1)
     return spec, root / "out", metrics_by_id(root / "out")
 
 
@@ -43,7 +43,7 @@ def test_local_sweep_runs_dense_once_then_the_pruned_runs(local_sweep):
     spec, out, metrics = local_sweep
     runs = expand(load_spec(spec))
     with Store(out) as store:
-        assert store.counts("prune") == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+        assert store.counts("prune") == {"pending": 0, "running": 0, "done": 3, "failed": 0}
         dense = store.runs(kind="dense")
         assert [row["id"] for row in dense] == [runs[0].dense_id]
         assert all(r.dense_id == runs[0].dense_id for r in runs)
@@ -52,13 +52,15 @@ def test_local_sweep_runs_dense_once_then_the_pruned_runs(local_sweep):
             assert row["started"] >= dense[0]["finished"]  # dense model ready before the run began
             assert [e["epoch"] for e in store.epochs(run.run_id, "finetune")] == [1]
             m = row["metrics"]
-            target = run.config["pruning"]["compression"]
+            target = run.config.pruning.compression
             assert m["compression_ratio"] == pytest.approx(target, rel=0.01)
             assert (out / "runs" / run.run_id / "model.pt").is_file()
         assert [e["epoch"] for e in store.epochs(runs[0].dense_id, "dense")] == [1]
-    # compression 1 prunes nothing: both strategies start fine-tuning from the same model
-    unpruned = [metrics[r.run_id] for r in runs if r.config["pruning"]["compression"] == 1]
-    assert unpruned[0]["pre_test_acc1"] == unpruned[1]["pre_test_acc1"] == unpruned[0]["dense_test_acc1"]
+    # compression 1 prunes nothing: both strategies' points are one control run
+    unpruned = {r.run_id for r in runs if r.config.pruning.compression == 1}
+    assert len(unpruned) == 1 and len(runs) == 4
+    control = metrics[unpruned.pop()]
+    assert control["pre_test_acc1"] == control["dense_test_acc1"] and control["speedup"] == 1
 
 
 def test_rerun_and_a_wider_grid_only_run_what_is_new(local_sweep, tmp_path):
@@ -67,9 +69,9 @@ def test_rerun_and_a_wider_grid_only_run_what_is_new(local_sweep, tmp_path):
     assert (again.ran, again.trained, again.exit_code) == (0, 0, 0)
     wider = write_spec(tmp_path, {**GRID, "pruning.compression": [1, 4, 8]})
     result = run_sweep(load_spec(wider), out, progress=False, lines=False)
-    assert (result.ran, result.trained, result.total) == (2, 0, 6)
+    assert (result.ran, result.trained, result.total) == (2, 0, 5)
     with Store(out) as store:
-        assert store.counts("prune")["done"] == 6 and len(store.runs(kind="dense")) == 1
+        assert store.counts("prune")["done"] == 5 and len(store.runs(kind="dense")) == 1
 
 
 def test_process_executor_gives_the_same_metrics(local_sweep, tmp_path):
@@ -83,11 +85,11 @@ def test_cli_dry_run_status_and_a_failing_run(local_sweep, tmp_path, capsys):
     spec, out, _ = local_sweep
     assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert text.splitlines()[0].startswith("4 runs (0 repeated points dropped), 1 dense models: 4 done")
-    assert sum(" done " in line for line in text.splitlines()[1:]) == 4
+    assert text.splitlines()[0].startswith("3 runs (1 repeated points dropped), 1 dense models: 3 done")
+    assert sum(" done " in line for line in text.splitlines()[1:]) == 3
     fresh = tmp_path / "fresh"
     assert main(["sweep", str(spec), "--out", str(fresh), "--dry-run"]) == 0
-    assert sum(" new " in line for line in capsys.readouterr().out.splitlines()) == 4
+    assert sum(" new " in line for line in capsys.readouterr().out.splitlines()) == 3
     assert not fresh.exists()  # a dry run writes nothing
 
     # compression 1e9 cannot be reached: that run fails, the others finish, exit status 1
@@ -114,7 +116,7 @@ def test_cli_reports_spec_errors_in_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_completes_every_run_exactly_once(tmp_path):
-    grid = {"pruning.strategy": ["RandomPruning", "GlobalMagWeight"], "pruning.compression": [1, 2, 4, 8], "seed": [0]}
+    grid = {"pruning.strategy": ["RandomPruning", "GlobalMagWeight"], "pruning.compression": [2, 4, 8, 16], "seed": [0]}
     spec = write_spec(tmp_path, grid, {**BASE, "finetune": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "shrinkbench", "sweep", str(spec), "--out", str(out),
@@ -136,7 +138,7 @@ def test_kill_9_then_rerun_completes_every_run_exactly_once(tmp_path):
     assert 2 <= done < 8, "the sweep must be killed part way through"
     status = subprocess.run([sys.executable, "-m", "shrinkbench", "status", str(out)],
                             capture_output=True, text=True, check=True).stdout
-    assert "interrupted: rerun the sweep to resume" in status.splitlines()[0]
+    assert "interrupted (rerun the same command to resume)" in status.splitlines()[0]
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShrinkBenchError as exc:
         message = " ".join(str(exc).split())
         sys.stderr.write(f"shrinkbench: error: {message}\n")
-        return EXIT_USER_ERROR
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("shrinkbench: interrupted\n")
         return 130

@@ -27,19 +27,17 @@ def register(subparsers: Any) -> None:
                    help=f"output folder holding results.sqlite and run folders (default: {DEFAULT_OUT})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set finetune.lr=0.01 (repeatable)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import this module or file first: it registers strategies, models or data "
+                   "sets (repeatable; also `plugins:` in the config)")
     p.add_argument("--force", action="store_true", help="redo the run even if it is finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_run)
 
-    from ..experiment.quickstart import DEFAULT_OUT as QUICK_OUT
+    from .quickstart import DEFAULT_OUT as QUICK_OUT
+    from .quickstart import register as register_quickstart
 
-    p = subparsers.add_parser("quickstart", help="the main job on digits: 4 strategies x 6 "
-                              "compressions x 2 seeds, then a summary table and report",
-                              description="Run RandomPruning, GlobalMagWeight, LayerMagWeight and "
-                              "GlobalMagGrad at compressions 1-32 with 2 seeds on the embedded "
-                              "digits data set (about a minute on CPU). Finished runs are skipped.")
-    p.add_argument("--out", default=QUICK_OUT, metavar="DIR", help=f"output folder (default: {QUICK_OUT})")
-    p.set_defaults(handler=cmd_quickstart)
+    register_quickstart(subparsers, QUICK_OUT)
 
     p = subparsers.add_parser("results", help="print the runs of an output folder",
                               description="One row per finished pruning run of an output folder.")
@@ -51,6 +49,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("list", help="list strategies, models or data sets",
                               description="List the registered strategies, models or data sets.")
     p.add_argument("what", choices=LISTINGS.names(), help="what to list")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import this module or file first (repeatable)")
     p.set_defaults(handler=cmd_list)
 
     p = subparsers.add_parser("profile", help="per-layer parameters and MACs of a model",
@@ -69,12 +69,11 @@ def _pct(value: Any) -> str:
 
 def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     """One line: what ran, the compression and speedup reached, and test top-1 along the way."""
-    from ..experiment import run_id
     from ..results.files import RUNS_DIR
     from ..results.names import display_name
 
-    folder = os.path.join(out_dir, RUNS_DIR, run_id(cfg))
-    return (f"run {run_id(cfg)}: {cfg.data.name}/{cfg.model.name} "
+    folder = os.path.join(out_dir, RUNS_DIR, cfg.run_id)
+    return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
             f"{display_name(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
             f"compression {metrics.get('compression_ratio', float('nan')):.2f}, "
             f"speedup {metrics.get('speedup', float('nan')):.2f}x, test top-1 "
@@ -84,33 +83,13 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run one experiment and print its summary line."""
-    from ..experiment import load_config, run_experiment
+    """Run one experiment (a one-run plan on the local executor) and print its summary line."""
+    from ..experiment import load_config
+    from ..sweep import run_experiment
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
     metrics = run_experiment(cfg, args.out, force=args.force, progress=not args.no_progress)
     print(summary_line(cfg, metrics, args.out))
-    return 0
-
-
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Run the quickstart grid, print the summary table and write the report when available."""
-    import importlib
-
-    from ..experiment.quickstart import run_quickstart, summary_table
-
-    results = run_quickstart(args.out)
-    print(summary_table(results, "pre_test_acc1").replace("pre_test_acc1", "test top-1 after pruning"))
-    print()
-    print(summary_table(results).replace("post_test_acc1", "test top-1 after fine-tuning"))
-    try:
-        report = importlib.import_module("shrinkbench.report")
-        write_report = getattr(report, "write_report")
-    except (ImportError, AttributeError):
-        write_report = None
-    if write_report is not None:
-        print(f"report: {write_report(args.out)}")
-    print(f"results: {args.out} ({len(results)} runs; `shrinkbench results {args.out}`)")
     return 0
 
 
@@ -151,7 +130,9 @@ def _list_strategies() -> list[str]:
     for name in STRATEGIES.names():
         strategy = STRATEGIES.get(name)
         aliases = ", ".join(STRATEGIES.aliases_of(name))
-        rows.append(f"{name:<24} {getattr(strategy, 'allocation', ''):<10} {aliases}")
+        options = ", ".join(strategy.option_names())
+        row = f"{name:<24} {strategy.allocation:<10} {aliases}"
+        rows.append(f"{row:<60} options: {options}" if options else row)
     return rows
 
 
@@ -182,6 +163,9 @@ def _list_datasets() -> list[str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registered strategies, models or data sets, one per line."""
+    from ..experiment.plugins import load_plugins, resolve_plugins
+
+    load_plugins(resolve_plugins(args.plugins))
     for line in LISTINGS.get(args.what)():
         print(line)
     return 0

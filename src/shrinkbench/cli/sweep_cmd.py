@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
                    help="ray: CPUs each run requests (default 1)")
     p.add_argument("--gpus-per-run", type=amount(0, strict=False), default=0.0,
                    help="ray: GPUs each run requests, fractions allowed, e.g. 0.25 (default 0)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import this module or file first, here and in every worker: it registers "
+                   "strategies, models or data sets (repeatable; also `plugins:` in the spec or config)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and which are done; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the per-run lines stay)")
@@ -48,6 +51,8 @@ def register(subparsers: Any) -> None:
         description="Counts of the runs in an output folder by status, and the failures' one-line reasons.",
     )
     s.add_argument("out", metavar="DIR", help="output folder of a sweep or run")
+    s.add_argument("--traceback", metavar="RUN_ID", default=None,
+                   help="print the recorded error and traceback of one run")
     s.set_defaults(handler=status_command)
 
 
@@ -59,7 +64,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of `shrinkbench sweep`."""
     from ..sweep import dry_run, load_spec, plan_sweep, run_plan
 
-    spec = load_spec(args.spec, args.overrides)
+    spec = load_spec(args.spec, args.overrides, plugins=args.plugins)
     plan = plan_sweep(spec)
     if args.dry_run:
         for line in dry_run(plan, args.out, retry_failed=args.retry_failed).lines():
@@ -86,7 +91,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 def status_command(args: argparse.Namespace) -> int:
     """Handler of `shrinkbench status`."""
     from ..sweep import sweep_status
+    from ..sweep.runner import run_traceback
 
+    if args.traceback:
+        print(run_traceback(args.out, args.traceback))
+        return 0
     for line in sweep_status(args.out):
         print(line)
     return 0

@@ -93,7 +93,8 @@ class CifarDataset(InMemoryDataset):
     default_val_size = 5000
     published = (50000, 10000)
     augmentation = "crop_flip"
-    options: ClassVar[dict[str, Any]] = {"split_seed": 0, "verify": True, "mirror": None}
+    options: ClassVar[dict[str, Any]] = {"split_seed": 0, "train_size": None, "verify": True,
+                                         "mirror": None}
     folder: ClassVar[str] = ""
     base_folder: ClassVar[str] = ""
     archive: ClassVar[str] = ""

@@ -97,7 +97,8 @@ class IdxDataset(InMemoryDataset):
     input_shape = (1, 28, 28)
     default_val_size = 5000
     published = (60000, 10000)
-    options: ClassVar[dict[str, Any]] = {"split_seed": 0, "verify": True, "mirror": None}
+    options: ClassVar[dict[str, Any]] = {"split_seed": 0, "train_size": None, "verify": True,
+                                         "mirror": None}
     #: folders under the data dir searched in order; downloads go to the first
     folders: ClassVar[tuple[str, ...]] = ()
     mirrors: ClassVar[tuple[str, ...]] = ()

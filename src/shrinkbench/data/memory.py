@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .augment import AUGMENTATIONS
 from .base import DataBundle, Dataset, DatasetInfo, Request, resolve_val_size, with_counts
 from .loader import TensorLoader, normalizer
@@ -25,6 +25,17 @@ def holdout(n: int, val_count: int, split_seed: int) -> tuple[torch.Tensor, torc
     """(train indices, val indices), both sorted, with `val_count` held out by a seeded permutation."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     return perm[val_count:].sort().values, perm[:val_count].sort().values
+
+
+def subset(indices: torch.Tensor, size: Any, split_seed: int, name: str) -> torch.Tensor:
+    """`size` of `indices` chosen by a seeded permutation (sorted), or all of them for None."""
+    if size is None:
+        return indices
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= len(indices):
+        raise ConfigError(f"data.options.train_size: expected an integer in [1, {len(indices)}] for "
+                          f"{name!r}, got {size!r}")
+    perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(split_seed + 1))
+    return indices[perm[:size]].sort().values
 
 
 def check_labels(y: torch.Tensor, num_classes: int, source: str) -> None:
@@ -47,7 +58,9 @@ class InMemoryDataset(Dataset):
     normalize: ClassVar[bool] = True
     #: (train, test) sizes as published, for `dataset_info` without reading files
     published: ClassVar[tuple[int, int] | None] = None
-    options: ClassVar[dict[str, Any]] = {"split_seed": 0}
+    #: split_seed: the seed of the validation hold-out; train_size: train on that many examples of
+    #: the training split (a seeded subset, for small documented budgets), None for all of them
+    options: ClassVar[dict[str, Any]] = {"split_seed": 0, "train_size": None}
 
     def read(self, request: Request) -> tuple[Split, Split]:
         """The full published training split and the test split."""
@@ -72,6 +85,8 @@ class InMemoryDataset(Dataset):
         info = self.info(request.options)
         n_val = resolve_val_size(request.val_size, self.default_val_size, len(full_train.y), self.name)
         train_idx, val_idx = holdout(len(full_train.y), n_val, request.options["split_seed"])
+        train_idx = subset(train_idx, request.options.get("train_size"), request.options["split_seed"],
+                           self.name)
         scale = shift = None
         if self.normalize:
             scale, shift = normalizer(info.mean, info.std, self.raw_max, request.device)

@@ -1,4 +1,4 @@
-"""Experiments: the typed config and its hash, train/eval loops, one run with checkpoints and resume."""
+"""Experiments: the typed config and its ids, train/eval loops, one run with checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ _LAZY = {
     "apply_overrides": "config",
     "run_id": "config",
     "dense_id": "config",
-    "run_experiment": "runner",
     "execute": "runner",
     "ensure_dense": "dense",
     "dense_metrics": "dense",
     "preflight": "components",
     "clear_data_cache": "components",
+    "load_plugins": "plugins",
 }
 
 __all__ = list(_LAZY)

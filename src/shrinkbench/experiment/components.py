@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CompressionError, ModelError, ShrinkBenchError
+from ..data import dataset_info, get_data
+from ..errors import CompressionError, ConfigError, ModelError, ShrinkBenchError
+from ..models import create, load_weights
+from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
 from .device import place_model, resolve_device, use_channels_last
 from .loops import derive_seed, seeded_rng
@@ -31,8 +35,6 @@ def eval_batch_size(recipe: RecipeConfig) -> int:
 
 def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
     """The DataBundle for this config and recipe's batch sizes, reused across runs in this process."""
-    from ..data import get_data
-
     d = cfg.data
     key = (d.name, d.data_dir, recipe.batch_size, eval_batch_size(recipe), d.val_size, cfg.seed,
            str(device), d.augment, d.num_workers, json.dumps(d.options, sort_keys=True))
@@ -51,15 +53,11 @@ def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
 
 def static_info(cfg: Config) -> Any:
     """The data set's facts known without reading it (classes, input shape)."""
-    from ..data import dataset_info
-
     return dataset_info(cfg.data.name, **cfg.data.options)
 
 
 def build_model(cfg: Config, info: Any, device: torch.device | None = None) -> nn.Module:
     """The zoo model for the data set, initialized from the config seed alone, on `device`."""
-    from ..models import create
-
     seed = derive_seed(cfg.seed, "init")
     generator = torch.Generator().manual_seed(seed)
     with seeded_rng(seed, torch.device("cpu")):
@@ -77,8 +75,6 @@ def example_input(info: Any, device: torch.device) -> torch.Tensor:
 
 def check_compression(cfg: Config, model: nn.Module) -> None:
     """Refuse a target compression that the unprunable parameters alone make impossible."""
-    from ..pruning.prunable import prunable_parameters
-
     p = cfg.pruning
     prunable = prunable_parameters(model, include_classifier=p.include_classifier,
                                    include_bias=p.include_bias, ignore=p.ignore)
@@ -94,12 +90,30 @@ def check_compression(cfg: Config, model: nn.Module) -> None:
             f"{fixed} unprunable parameters (of {total}) allow at most {best:.4g}")
 
 
-def preflight(cfg: Config) -> Config:
-    """Validate `cfg` and everything checkable before work starts; returns the canonical config."""
-    from ..models import load_weights
-    from .validate import validate
+def check_device(name: str) -> None:
+    """Refuse a device this machine does not have."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} is not usable here: CUDA is not available on this "
+                              "machine (use auto or cpu)")
+        index = name.partition(":")[2]
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} is not usable here: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            raise ConfigError("device: 'mps' is not usable here: MPS is not available on this machine")
 
-    cfg = validate(cfg)
+
+def preflight(cfg: Config, *, compression: bool = True) -> Config:
+    """Check on this machine what the config alone cannot show: the device, the data files, that
+    the model fits the data and (with `compression`) that the compression can be reached."""
+    check_device(cfg.device)
+    data_dir = cfg.data.data_dir
+    if data_dir is not None and not cfg.data.download and not Path(data_dir).is_dir():
+        raise ConfigError(f"data.data_dir: folder {data_dir!r} does not exist (set data.download "
+                          "to fetch the data set)")
     info = static_info(cfg)
     try:
         model = build_model(cfg, info)
@@ -120,6 +134,7 @@ def preflight(cfg: Config) -> Config:
     if out.ndim != 2 or (info.num_classes and out.shape[1] != info.num_classes):
         raise ModelError(f"model.name: {cfg.model.name!r} outputs shape {tuple(out.shape)}, expected "
                          f"(batch, {info.num_classes}) for data set {cfg.data.name!r}")
-    check_compression(cfg, model)
+    if compression:
+        check_compression(cfg, model)
     load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
     return cfg

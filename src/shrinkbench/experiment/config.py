@@ -1,18 +1,30 @@
-"""The experiment config: a dataclass tree holding every default, loaded from YAML with overrides.
+"""The experiment config: an immutable tree of sections, checked when built, carrying its ids.
 
-This module is the one place where defaults live; each field's `help` metadata documents it and
-docs/experiments.md lists them. Validation (types, ranges, names) is in `validate.py`, the run and
-dense-model hashes in `ids.py`.
+Every default lives here, documented by its field's `help` (docs/experiments.md lists them). A
+section checks its own fields when it is constructed (by YAML, `--set`, a sweep point or
+`dataclasses.replace`), so a `Config` that exists is valid: names are canonical (aliases resolved),
+numbers coerced, cross-field rules hold. Machine facts (the data folder exists, CUDA is present)
+are not part of it: `components.preflight` checks them on the machine that runs the job.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import yaml
+
+from ..common import DENSE_SECTIONS, set_dotted
 from ..errors import ConfigError
+from ..results.files import read_yaml
+from .ids import UNHASHED, compute_ids
+from .plugins import load_plugins, resolve_plugins
+from .validate import (NO_STRATEGY, build, check_options, check_section, data_options,
+                       model_options, strategy_options, to_plain)
 
 
 def _f(default: Any = None, help: str = "", check: str | None = None, names: str | None = None,
@@ -23,13 +35,18 @@ def _f(default: Any = None, help: str = "", check: str | None = None, names: str
     return field(default=default, metadata=meta)
 
 
+class _Section:
+    def __post_init__(self) -> None:
+        check_section(self)
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Which data set, where it lives and how it is split and augmented."""
 
     name: str = _f("digits", "data set name (`shrinkbench list datasets`)", names="dataset")
     data_dir: str | None = _f(None, "folder holding the data set files; default $SHRINKBENCH_DATA "
-                              "or the user cache folder (not part of the run id)", check="data_dir")
+                              "or the user cache folder (not part of the run id)")
     val_size: int | float | None = _f(None, "training examples held out for validation (a count, "
                                       "or a fraction of the training set; fixed seed); default: the "
                                       "data set's own choice", check="val_size")
@@ -43,7 +60,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Which zoo model, with its options."""
 
     name: str = _f("convnet_digits", "model name (`shrinkbench list models`)", names="model")
@@ -51,7 +68,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class RecipeConfig:
+class RecipeConfig(_Section):
     """A training recipe: optimizer, learning-rate schedule, epochs, batch sizes."""
 
     optimizer: str = _f("sgd", "sgd, adam or adamw", names="optimizer")
@@ -81,7 +98,7 @@ def _finetune_recipe() -> RecipeConfig:
 
 
 @dataclass(frozen=True)
-class DenseConfig:
+class DenseConfig(_Section):
     """Where the dense (unpruned) model comes from."""
 
     source: str = _f("train", "'train' (train with `recipe`, cached by dense id) or a checkpoint "
@@ -90,22 +107,29 @@ class DenseConfig:
 
 
 @dataclass(frozen=True)
-class PruningConfig:
+class PruningConfig(_Section):
     """Which strategy, how much, and on which parameters."""
 
     strategy: str = _f("global_magnitude", "strategy name or alias (`shrinkbench list "
-                       "strategies`), e.g. GlobalMagWeight", names="strategy")
+                       "strategies`), e.g. GlobalMagWeight; at compression 1 it is `none`",
+                       names="strategy")
     compression: float = _f(4.0, "target compression: total parameters / nonzero parameters; "
-                            "1 = the unpruned control", check="at_least_one")
+                            "1 = the unpruned control, one run shared by every strategy",
+                            check="at_least_one")
     include_classifier: bool = _f(False, "also prune the final classifier layer")
     include_bias: bool = _f(False, "also prune biases")
     ignore: tuple[str, ...] = _f((), "qualified parameter or module names never pruned")
     score_batches: int = _f(1, "training batches (chosen by the seed) that feed gradient and "
                             "activation scores", check="positive")
+    options: dict[str, Any] = _f(help="keyword options of the strategy's score function "
+                                 "(`shrinkbench list strategies` shows them)", factory=dict)
+
+
+CONTROL = None  # set below: the pruning section of every compression-1 run
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Section):
     """One experiment: dataset, model, dense model, pruning, fine-tuning, seed and device."""
 
     data: DataConfig = _f(help="the data set", factory=DataConfig)
@@ -115,22 +139,79 @@ class Config:
     finetune: RecipeConfig = _f(help="the fine-tuning recipe after pruning", factory=_finetune_recipe)
     seed: int = _f(0, "fixes data order, initialization, validation split, pruning and score "
                    "batches", check="nonnegative")
+    threads: int = _f(1, "intra-op CPU threads of the run; part of the run id, since CPU results "
+                      "depend on it in the last bits", check="positive")
     device: str = _f("auto", "auto (CUDA when available), cpu, cuda, cuda:N or mps (not part of "
                      "the run id)", check="device")
     precision: str = _f("fp32", "fp32, or bf16 (autocast)", check="precision")
     channels_last: bool = _f(False, "channels-last memory format for 4-D inputs (conv nets)")
     checkpoint_every: int = _f(1, "write a resumable checkpoint every N epochs (0: never; not part "
                                "of the run id)", check="nonnegative")
+    plugins: tuple[str, ...] = _f((), "modules or .py files to import first, in every worker: they "
+                                  "register strategies, models or data sets (not part of the run id)",
+                                  check="plugin")
+
+    def __post_init__(self) -> None:
+        check_section(self)
+        _cross_checks(self)
+
+    @cached_property
+    def _ids(self) -> tuple[str, str]:
+        return compute_ids(self)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id: a hash of the canonical config without unhashed fields."""
+        return self._ids[0]
+
+    @property
+    def dense_id(self) -> str:
+        """The dense model's id: what fixes it (data, model, dense recipe, seed, numerics)."""
+        return self._ids[1]
+
+    @property
+    def is_control(self) -> bool:
+        """The unpruned control: compression 1, nothing pruned, fine-tuned like the pruned runs."""
+        return self.pruning.compression == 1.0
 
 
-# Fields that do not change any number a run produces: left out of the run id and the dense id.
-UNHASHED = ("data.data_dir", "data.download", "data.num_workers", "device", "checkpoint_every")
+def _cross_checks(cfg: Config) -> None:
+    """Rules that span fields; the compression-1 control's pruning section made canonical."""
+    for section in ("dense.recipe", "finetune"):
+        recipe = cfg.dense.recipe if section == "dense.recipe" else cfg.finetune
+        if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum <= 0):
+            raise ConfigError(f"{section}.nesterov: needs optimizer sgd with momentum > 0, got "
+                              f"{recipe.optimizer} with momentum {recipe.momentum}")
+        if recipe.schedule == "multistep" and not recipe.milestones:
+            raise ConfigError(f"{section}.milestones: the multistep schedule needs at least one "
+                              "milestone")
+    if cfg.dense.source == "train" and cfg.dense.recipe.epochs < 1:
+        raise ConfigError("dense.recipe.epochs: expected an integer >= 1 to train the dense model, "
+                          f"got {cfg.dense.recipe.epochs}")
+    check_options("model.options", cfg.model.options, model_options(cfg.model.name), cfg.model.name)
+    check_options("data.options", cfg.data.options, data_options(cfg.data.name), cfg.data.name)
+    p = cfg.pruning
+    if p.compression == 1.0:
+        if p != CONTROL:
+            object.__setattr__(cfg, "pruning", CONTROL)
+        return
+    if p.strategy == NO_STRATEGY:
+        raise ConfigError(f"pruning.strategy: '{NO_STRATEGY}' prunes nothing: it is the strategy of "
+                          f"the unpruned control (compression 1), got compression {p.compression:g}")
+    valid, required = strategy_options(p.strategy)
+    check_options("pruning.options", p.options, valid, p.strategy)
+    missing = [name for name in required if name not in p.options]
+    if missing:
+        raise ConfigError(f"pruning.options: strategy {p.strategy!r} needs option(s) "
+                          f"{', '.join(missing)}")
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (safe_load), apply `key=value` overrides, validate; errors name the field."""
-    from ..results.files import read_yaml
+CONTROL = PruningConfig(strategy=NO_STRATEGY, compression=1.0)
 
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
+                plugins: Iterable[str] = ()) -> Config:
+    """Read a YAML config (safe_load), apply `key=value` overrides, import its plugins, build it."""
     file = Path(path)
     raw = read_yaml(file, "config file", ConfigError)
     if raw is None:
@@ -138,15 +219,11 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {str(file)!r}: expected a mapping of fields at the top, "
                           f"got {type(raw).__name__}")
-    return config_from_dict(apply_overrides(raw, overrides))
+    return config_from_dict(apply_overrides(raw, overrides), base_dir=file.parent, plugins=plugins)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of `raw` with each `dotted.key=value` set (the value parsed as YAML)."""
-    import copy
-
-    import yaml
-
     out = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = str(item).partition("=")
@@ -158,42 +235,52 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(parts[:i + 1])}: is not a section, cannot set {key!r}")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(out, key, value)
     return out
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> Config:
-    """Build and validate a Config from plain data (YAML/JSON); errors name the field."""
-    from .validate import build
+def config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLike | None = None,
+                     plugins: Iterable[str] = ()) -> Config:
+    """Build a Config from plain data (YAML/JSON); errors name the field.
 
+    Its `plugins` (and `plugins` given here, e.g. from --plugin) are imported first, so that the
+    names they register resolve; relative plugin files are taken from `base_dir`.
+    """
+    if isinstance(raw, Mapping) and ("plugins" in raw or plugins):
+        listed = raw.get("plugins") or []
+        if isinstance(listed, str):
+            listed = [listed]
+        if not isinstance(listed, (list, tuple)):
+            raise ConfigError(f"plugins: expected a list of modules or .py files, got {listed!r}")
+        names = resolve_plugins([*plugins, *listed], base_dir)
+        raw = {**raw, "plugins": list(names)}
+    else:
+        names = ()
+    load_plugins(names)
     return build(Config, raw)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """The config as plain data, names canonical (aliases resolved), tuples as lists."""
-    from .validate import to_plain
-
+    """The config as plain data, names canonical, tuples as lists."""
     return to_plain(cfg)
 
 
 def run_id(cfg: Config) -> str:
-    """The run's id: a hash of its canonical config without output paths and device."""
-    from .ids import run_id as _run_id
-
-    return _run_id(cfg)
+    """The run's id (see Config.run_id)."""
+    return cfg.run_id
 
 
 def dense_id(cfg: Config) -> str:
-    """The dense model's id: a hash of what fixes it (data, model, dense recipe, seed, precision)."""
-    from .ids import dense_id as _dense_id
+    """The dense model's id (see Config.dense_id)."""
+    return cfg.dense_id
 
-    return _dense_id(cfg)
+
+def dense_config(cfg: Config) -> dict[str, Any]:
+    """The part of the config that defines the dense model (as stored in its 'dense' row)."""
+    tree = to_plain(cfg)
+    return {key: tree[key] for key in (*DENSE_SECTIONS, "device")}
+
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "RecipeConfig", "DenseConfig", "PruningConfig",
+           "CONTROL", "UNHASHED", "load_config", "apply_overrides", "config_from_dict",
+           "config_to_dict", "run_id", "dense_id", "dense_config"]

@@ -1,26 +1,23 @@
-"""The dense model: trained once per dense id under a file lock, cached, resumable."""
+"""The dense model: trained once per dense id under a file lock, cached in its folder, resumable."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..common import CONFIG_FILE, EPOCHS_FILE, LAYERS_FILE, METRICS_FILE, MODEL_FILE
+from ..metrics import compression_ratio, count_macs, count_parameters, layer_table, model_size
 from ..results.files import dense_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
-from .config import Config, config_to_dict
+from .components import build_model, example_input, load_data
+from .config import Config, dense_config
+from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, evaluate_split, fit
-
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
-EPOCHS_FILE = "epochs.csv"
-LAYERS_FILE = "layers.csv"
-CONFIG_FILE = "config.yaml"
-DENSE_SECTIONS = ("data", "model", "dense", "seed", "device", "precision", "channels_last")
 
 
 @contextlib.contextmanager
@@ -40,16 +37,8 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def dense_config(cfg: Config) -> dict[str, Any]:
-    """The part of the config that defines the dense model (as stored for its 'dense' row)."""
-    tree = config_to_dict(cfg)
-    return {key: tree[key] for key in DENSE_SECTIONS}
-
-
 def read_csv_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV written by write_csv, numbers and JSON lists decoded."""
-    import csv
-
     if not path.is_file():
         return []
 
@@ -67,9 +56,6 @@ def read_csv_rows(path: Path) -> list[dict[str, Any]]:
 
 def summarize(model: Any, info: Any, device: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Parameter counts, sizes, MACs and the per-layer table of a (possibly pruned) model."""
-    from ..metrics import compression_ratio, count_macs, count_parameters, layer_table, model_size
-    from .components import example_input
-
     example = example_input(info, device)
     params = count_parameters(model)
     size = model_size(model)
@@ -98,9 +84,6 @@ def split_metrics(prefix: str, model: Any, bundle: Any, autocast: Any) -> dict[s
 
 
 def _train(cfg: Config, did: str, folder: Path, progress: bool, on_epoch: EpochHook | None) -> None:
-    from .components import build_model, load_data
-    from .device import autocast_factory, environment, resolve_device, use_channels_last
-
     began = time.perf_counter()
     device = resolve_device(cfg.device)
     recipe = cfg.dense.recipe
@@ -134,66 +117,30 @@ def _train(cfg: Config, did: str, folder: Path, progress: bool, on_epoch: EpochH
         os.unlink(ckpt_path)
 
 
-def _record(store: Any, did: str, cfg: Config, folder: Path) -> None:
-    """Put a dense model found on disk into the store as a done 'dense' row, with its epochs."""
-    if store.status(did) == "done":
-        return
-    store.register(did, "dense", dense_config(cfg))
-    for row in read_csv_rows(folder / EPOCHS_FILE):
-        store.add_epoch(did, "dense", int(row["epoch"]), row)
-    store.finish(did, json.loads((folder / METRICS_FILE).read_text()))
-
-
 def dense_metrics(cfg: Config, out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The recorded metrics of the cached dense model of `cfg`, or None when it is not trained."""
-    from .ids import dense_id
-
     if cfg.dense.source != "train":
         return None
-    path = dense_dir(out_dir, dense_id(cfg), create=False) / METRICS_FILE
+    path = dense_dir(out_dir, cfg.dense_id, create=False) / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ensure_dense(cfg: Config, out_dir: str | os.PathLike, *, store: Any = None,
-                 progress: bool = False, on_epoch: EpochHook | None = None) -> Path:
+def ensure_dense(cfg: Config, out_dir: str | os.PathLike, *, progress: bool = False,
+                 on_epoch: EpochHook | None = None) -> Path:
     """The dense model file of `cfg`: the given checkpoint, or trained once (under a lock) and cached.
 
-    With a `store`, the training is recorded as a kind='dense' run (live, or from the files when
-    another process trained it). `on_epoch(phase, epoch, row)` sees each training epoch (replayed
-    from the files when the model was already trained). Two processes never train the same dense
+    Writes only files (dense/<dense id>/); the scheduler records the 'dense' row. `on_epoch(phase,
+    epoch, row)` sees each training epoch as it is trained. Two processes never train the same dense
     model: the second waits for the lock, then loads. `dense_metrics` gives its recorded metrics.
     """
-    from .ids import dense_id
-
     if cfg.dense.source != "train":
         return Path(cfg.dense.source)
-    did = dense_id(cfg)
-    folder = dense_dir(out_dir, did)
+    folder = dense_dir(out_dir, cfg.dense_id)
     done = folder / METRICS_FILE
-    trained = False
     if not done.is_file():
         with file_lock(folder / ".lock"):
             if not done.is_file():
                 write_yaml(folder / CONFIG_FILE, dense_config(cfg))
-                if store is not None:
-                    store.register(did, "dense", dense_config(cfg))
-                    store.start(did)
-
-                def hook(phase: str, epoch: int, row: dict[str, Any]) -> None:
-                    if store is not None:
-                        store.add_epoch(did, phase, epoch, row)
-                    if on_epoch is not None:
-                        on_epoch(phase, epoch, row)
-                try:
-                    _train(cfg, did, folder, progress, hook)
-                    trained = True
-                except BaseException as exc:
-                    if store is not None:
-                        store.fail(did, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-                    raise
-    if on_epoch is not None and not trained:
-        for row in read_csv_rows(folder / EPOCHS_FILE):
-            on_epoch("dense", int(row["epoch"]), row)
-    if store is not None:
-        _record(store, did, cfg, folder)
+                with pinned_threads(cfg.threads):
+                    _train(cfg, cfg.dense_id, folder, progress, on_epoch)
     return folder / MODEL_FILE

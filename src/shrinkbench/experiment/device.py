@@ -62,3 +62,19 @@ def environment(device: torch.device) -> dict[str, Any]:
         env["device_name"] = torch.cuda.get_device_name(device)
         env["cudnn"] = str(torch.backends.cudnn.version())
     return env
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int):
+    """Torch's intra-op thread count set to `threads` inside, the caller's restored after.
+
+    CPU kernels split their reductions by thread, so a run's numbers depend on this count in the
+    last bits; pinning it per run makes them a function of the run id alone, whatever the executor,
+    the worker count or OMP_NUM_THREADS.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,87 +1,70 @@
-"""Run and dense-model ids: hashes of the canonical config, so the same config is the same run."""
+"""Run and dense-model ids: hashes of the canonical config, so that the same config is the same run.
+
+Each section's canonical JSON is computed once and kept on the (immutable) section, so the ids of
+the many configs of a sweep, which share most of their sections, cost one small join and a hash.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from .config import UNHASHED, Config
-from .validate import to_plain, validate
+from ..common import DENSE_SECTIONS, file_sha256
+from .validate import to_plain
 
 ID_LENGTH = 16
 
-
-@lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# Fields that change no number a run produces: left out of the run id and the dense id.
+UNHASHED = ("data.data_dir", "data.download", "data.num_workers", "device", "checkpoint_every",
+            "plugins")
+_UNHASHED_IN = {"data": {"data_dir", "download", "num_workers"}}
+_UNHASHED_TOP = {key for key in UNHASHED if "." not in key}
+_CACHE = "_sb_json"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's content (memoized by path, size and mtime)."""
-    stat = Path(path).stat()
-    return _file_digest(os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces: the text that is hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _drop(tree: dict[str, Any], dotted: str) -> None:
-    """Remove a dotted key, copying the dicts on its path (the caller's tree is left as it was)."""
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        if not isinstance(tree.get(key), dict):
-            return
-        tree[key] = dict(tree[key])
-        tree = tree[key]
-    tree.pop(leaf, None)
+def _section_json(name: str, section: Any) -> str:
+    cached = section.__dict__.get(_CACHE)
+    if cached is None:
+        tree = to_plain(section)
+        for key in _UNHASHED_IN.get(name, ()):
+            tree.pop(key, None)
+        if name == "dense" and tree["source"] != "train":
+            tree = {"source": "sha256:" + file_sha256(tree["source"])}  # the bytes, not the path
+        cached = canonical_json(tree)
+        section.__dict__[_CACHE] = cached
+    return cached
 
 
-DENSE_KEYS = ("data", "model", "dense", "seed", "precision", "channels_last")
+def hashed_parts(cfg: Any) -> dict[str, str]:
+    """Top-level key -> canonical JSON of what is hashed under it."""
+    parts = {}
+    for name, value in vars(cfg).items():
+        if name.startswith("_") or name in _UNHASHED_TOP:
+            continue
+        if hasattr(value, "__dataclass_fields__"):
+            parts[name] = _section_json(name, value)
+        else:
+            parts[name] = canonical_json(to_plain(value))
+    return parts
 
 
-def hashed_plain(plain: dict[str, Any]) -> dict[str, Any]:
-    """A canonical plain config as hashed: unhashed fields dropped, a dense checkpoint by its content."""
-    tree = dict(plain)
-    for dotted in UNHASHED:
-        _drop(tree, dotted)
-    if tree["dense"]["source"] != "train":
-        tree["dense"] = {"source": "sha256:" + file_sha256(tree["dense"]["source"])}
-    return tree
-
-
-def hashed_dict(cfg: Config) -> dict[str, Any]:
-    """The canonical config as hashed (see hashed_plain)."""
-    return hashed_plain(to_plain(validate(cfg)))
-
-
-def _digest(tree: dict[str, Any]) -> str:
-    text = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+def _digest(parts: dict[str, str], keys: Any) -> str:
+    text = "{" + ",".join(f"{json.dumps(k)}:{parts[k]}" for k in sorted(keys)) + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
 
-def ids_from_plain(plain: dict[str, Any]) -> tuple[str, str]:
-    """(run id, dense id) of an already validated, canonical plain config (as config_to_dict gives):
-    the same hashes as run_id and dense_id without validating again, for expanding big sweeps."""
-    tree = hashed_plain(plain)
-    return _digest(tree), _digest({key: tree[key] for key in DENSE_KEYS})
+def hashed_tree(cfg: Any) -> dict[str, Any]:
+    """The canonical config as hashed (unhashed fields dropped, a dense checkpoint by its content)."""
+    return {k: json.loads(v) for k, v in hashed_parts(cfg).items()}
 
 
-def run_id(cfg: Config) -> str:
-    """The run's id: a hash of its canonical config without output paths and device."""
-    return _digest(hashed_dict(cfg))
-
-
-def dense_tree(cfg: Config) -> dict[str, Any]:
-    """What fixes the trained dense model: data, model, dense recipe, seed and numerics."""
-    tree = hashed_dict(cfg)
-    return {key: tree[key] for key in DENSE_KEYS}
-
-
-def dense_id(cfg: Config) -> str:
-    """The dense model's id: every pruned run of the same (data, model, recipe, seed) shares it."""
-    return _digest(dense_tree(cfg))
+def compute_ids(cfg: Any) -> tuple[str, str]:
+    """(run id, dense id) of a built config."""
+    parts = hashed_parts(cfg)
+    return _digest(parts, parts), _digest(parts, [k for k in parts if k in DENSE_SECTIONS])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from ..registry import Registry
-from .config import RecipeConfig
+
+RecipeConfig = Any  # config.RecipeConfig: the recipe fields are read by name
 
 OptimizerFn = Callable[[Iterable[torch.nn.Parameter], RecipeConfig], torch.optim.Optimizer]
 ScheduleFn = Callable[[RecipeConfig, int], float]

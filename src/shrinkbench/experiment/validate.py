@@ -1,24 +1,35 @@
-"""A generic walker that builds config dataclasses from plain data, checking types, ranges and names."""
+"""Config checking: each section's fields are coerced, range-checked and name-resolved once, when it is built."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
 import typing
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..data import DATASETS, dataset_info
 from ..errors import ConfigError, UnknownNameError
+from ..models import MODELS, model_info
+from ..pruning import STRATEGIES
 from ..registry import Registry
+from .optim import OPTIMIZERS, SCHEDULES
 
 T = typing.TypeVar("T")
 
 CHECKS: Registry[Callable[[Any], str | None]] = Registry("check")
 NAMES: Registry[Callable[[str], str]] = Registry("name kind")
 
+# The dotted path of the section being built, so that its errors name the field in full
+# (a RecipeConfig is both `dense.recipe` and `finetune`).
+_PREFIX: ContextVar[str] = ContextVar("config_prefix", default="")
+
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+NO_STRATEGY = "none"  # the strategy of the unpruned control (compression 1): nothing is scored
 
 
 def _range(test: Callable[[Any], bool], words: str) -> Callable[[Any], str | None]:
@@ -33,74 +44,22 @@ CHECKS.add("unit_closed", _range(lambda v: 0 < v <= 1, "a number in (0, 1]"))
 CHECKS.add("val_size", _range(lambda v: v >= 0 if isinstance(v, int) else 0 <= v < 1,
                               "an integer >= 0 or a fraction in [0, 1)"))
 CHECKS.add("precision", _range(lambda v: v in ("fp32", "bf16"), "one of: fp32, bf16"))
-
-
-@CHECKS.register("device")
-def _check_device(value: str) -> str | None:
-    if value in ("auto", "cpu"):
-        return None
-    match = re.fullmatch(r"cuda(:\d+)?", value)
-    if match:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "a usable device (CUDA is not available here; use auto or cpu)"
-        if match.group(1) and int(match.group(1)[1:]) >= torch.cuda.device_count():
-            return f"a CUDA device index below {torch.cuda.device_count()}"
-        return None
-    if value == "mps":
-        import torch
-
-        ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        return None if ok else "a usable device (MPS is not available here)"
-    return "one of: auto, cpu, cuda, cuda:N, mps"
-
-
-@CHECKS.register("dense_source")
-def _check_dense_source(value: str) -> str | None:
-    if value == "train" or Path(value).is_file():
-        return None
-    return "'train' or an existing checkpoint file"
-
-
-@CHECKS.register("data_dir")
-def _check_data_dir(value: str) -> str | None:
-    return None  # existence depends on `download`: checked in _cross_checks
+CHECKS.add("device", _range(lambda v: v in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", v),
+                            "one of: auto, cpu, cuda, cuda:N, mps"))
+CHECKS.add("dense_source", _range(lambda v: v == "train" or Path(v).is_file(),
+                                  "'train' or an existing checkpoint file"))
+CHECKS.add("plugin", _range(lambda v: bool(v.strip()), "a module name or a .py file"))
 
 
 @NAMES.register("strategy")
 def _strategy(name: str) -> str:
-    from ..pruning import STRATEGIES
-
-    return STRATEGIES.canonical(name)
+    return NO_STRATEGY if name.lower() == NO_STRATEGY else STRATEGIES.canonical(name)
 
 
-@NAMES.register("model")
-def _model(name: str) -> str:
-    from ..models import model_info
-
-    return model_info(name).name
-
-
-@NAMES.register("dataset")
-def _dataset(name: str) -> str:
-    from ..data import dataset_info
-
-    return dataset_info(name).name
-
-
-@NAMES.register("optimizer")
-def _optimizer(name: str) -> str:
-    from .optim import OPTIMIZERS
-
-    return OPTIMIZERS.canonical(name)
-
-
-@NAMES.register("schedule")
-def _schedule(name: str) -> str:
-    from .optim import SCHEDULES
-
-    return SCHEDULES.canonical(name)
+NAMES.add("model", lambda name: model_info(name).name)
+NAMES.add("dataset", lambda name: dataset_info(name).name)
+NAMES.add("optimizer", OPTIMIZERS.canonical)
+NAMES.add("schedule", SCHEDULES.canonical)
 
 
 def _show(value: Any) -> str:
@@ -112,31 +71,32 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), _show(value))
 
 
-def _fail(path: str, expected: str, value: Any) -> ConfigError:
+def fail(path: str, expected: str, value: Any) -> ConfigError:
+    """The one-line error of a field: `path: expected ..., got ...`."""
     return ConfigError(f"{path}: expected {expected}, got {_kind(value)}")
 
 
-def _plain_value(path: str, value: Any) -> Any:
+def plain_value(path: str, value: Any) -> Any:
     """Plain YAML data (for free-form options): scalars, lists and string-keyed mappings."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _fail(path, "a finite number", value)
+            raise fail(path, "a finite number", value)
         return value
     if isinstance(value, (list, tuple)):
-        return [_plain_value(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        return [plain_value(f"{path}[{i}]", v) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out = {}
         for key, v in value.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{path}: keys must be strings, got {_show(key)}")
-            out[key] = _plain_value(f"{path}.{key}", v)
+            out[key] = plain_value(f"{path}.{key}", v)
         return out
-    raise _fail(path, "plain data (numbers, strings, lists, mappings)", value)
+    raise fail(path, "plain data (numbers, strings, lists, mappings)", value)
 
 
-def _coerce(tp: Any, value: Any, path: str, base: Any = None) -> Any:
+def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -144,43 +104,39 @@ def _coerce(tp: Any, value: Any, path: str, base: Any = None) -> Any:
             return None
         exact = [a for a in args if type(value) is a]  # int | float keeps an int an int
         return _coerce((exact or args)[0], value, path)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path, base)
     if origin is tuple:
         item = typing.get_args(tp)[0]
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise _fail(path, "a list", value)
+            raise fail(path, "a list", value)
         return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise _fail(path, "a mapping", value)
-        return _plain_value(path, value)
+            raise fail(path, "a mapping", value)
+        return plain_value(path, value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise _fail(path, "true or false", value)
+            raise fail(path, "true or false", value)
         return value
     if tp is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(path, "an integer", value)
+            raise fail(path, "an integer", value)
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(path, "a number", value)
+            raise fail(path, "a number", value)
         if not math.isfinite(value):
-            raise _fail(path, "a finite number", value)
+            raise fail(path, "a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:
-            raise _fail(path, "a non-empty string", value)
+            raise fail(path, "a non-empty string", value)
         return value
-    if tp is Any:
-        return _plain_value(path, value)
     raise TypeError(f"unsupported config field type {tp!r} at {path}")  # a bug in the schema
 
 
@@ -192,7 +148,7 @@ def _check(meta: Mapping[str, Any], value: Any, path: str) -> Any:
         for item in value if isinstance(value, tuple) else (value,):
             expected = CHECKS.get(check)(item)
             if expected:
-                raise _fail(path, expected, item)
+                raise fail(path, expected, item)
     kind = meta.get("names")
     if kind:
         try:
@@ -202,106 +158,102 @@ def _check(meta: Mapping[str, Any], value: Any, path: str) -> Any:
     return value
 
 
-def _default(f: dataclasses.Field, base: Any) -> Any:
-    if base is not None:
-        return getattr(base, f.name)
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def check_section(obj: Any) -> None:
+    """Coerce, check and resolve every field of a config section in place (called by __post_init__)."""
+    prefix = _PREFIX.get()
+    for f, hint in _schema(type(obj)):
+        value = getattr(obj, f.name)
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                object.__setattr__(obj, f.name, build(hint, value, path, _default(f)))
+            continue
+        object.__setattr__(obj, f.name, _check(f.metadata, _coerce(hint, value, path), path))
+
+
+def construct(cls: type[T], path: str, kwargs: Mapping[str, Any]) -> T:
+    """`cls(**kwargs)` with errors naming fields under `path`."""
+    token = _PREFIX.set(path)
+    try:
+        return cls(**kwargs)
+    finally:
+        _PREFIX.reset(token)
 
 
 def build(cls: type[T], raw: Any, path: str = "", base: Any = None) -> T:
-    """An instance of dataclass `cls` from a mapping; unknown keys and bad values raise ConfigError.
+    """A section of type `cls` from a mapping; unknown keys and bad values raise ConfigError.
 
     Fields missing from `raw` keep their value in `base` (default: the field defaults, so a partial
     section such as {finetune: {lr: 0.1}} keeps the rest of the default fine-tuning recipe).
     """
-    where = path or "config"
-    if dataclasses.is_dataclass(raw) and not isinstance(raw, type):
-        raw = to_plain(raw, canonical=False)
+    if isinstance(raw, cls):
+        return raw
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise _fail(where, "a mapping of fields", raw)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+        raise fail(path or "config", "a mapping of fields", raw)
+    schema = _schema(cls)
+    names = [f.name for f, _ in schema]
     for key in raw:
-        if key not in fields:
-            valid = ", ".join(fields)
-            raise ConfigError(f"{path + '.' if path else ''}{key}: unknown key; valid keys: {valid}")
+        if key not in names:
+            raise ConfigError(f"{path + '.' if path else ''}{key}: unknown key; valid keys: "
+                              f"{', '.join(names)}")
     kwargs = {}
-    for name, f in fields.items():
-        if name not in raw:
-            if base is not None:
-                kwargs[name] = getattr(base, name)
-            continue
-        sub = f"{path}.{name}" if path else name
-        value = _coerce(hints[name], raw[name], sub, _default(f, base))
-        kwargs[name] = _check(f.metadata, value, sub)
-    obj = cls(**kwargs)
-    if not path:
-        _cross_checks(obj)
-    return obj
+    for f, hint in schema:
+        sub = f"{path}.{f.name}" if path else f.name
+        if f.name in raw:
+            value = raw[f.name]
+            if dataclasses.is_dataclass(hint):
+                value = build(hint, value, sub, getattr(base, f.name) if base is not None
+                              else _default(f))
+            kwargs[f.name] = value
+        elif base is not None:
+            kwargs[f.name] = getattr(base, f.name)
+    return construct(cls, path, kwargs)
 
 
-def _cross_checks(cfg: Any) -> None:
-    """Rules that span fields of the top-level Config."""
-    for section in ("dense.recipe", "finetune"):
-        recipe = cfg.dense.recipe if section == "dense.recipe" else cfg.finetune
-        if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum <= 0):
-            raise ConfigError(f"{section}.nesterov: needs optimizer sgd with momentum > 0, got "
-                              f"{recipe.optimizer} with momentum {recipe.momentum}")
-        if recipe.schedule == "multistep" and not recipe.milestones:
-            raise ConfigError(f"{section}.milestones: the multistep schedule needs at least one "
-                              "milestone")
-    if cfg.dense.source == "train" and cfg.dense.recipe.epochs < 1:
-        raise ConfigError("dense.recipe.epochs: expected an integer >= 1 to train the dense model, "
-                          f"got {cfg.dense.recipe.epochs}")
-    _check_options("model.options", cfg.model.options, _model_options(cfg.model.name), cfg.model.name)
-    _check_options("data.options", cfg.data.options, _data_options(cfg.data.name), cfg.data.name)
-    data_dir = cfg.data.data_dir
-    if data_dir is not None and not cfg.data.download and not Path(data_dir).is_dir():
-        raise ConfigError(f"data.data_dir: folder {data_dir!r} does not exist (set data.download "
-                          "to fetch the data set)")
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
-def _model_options(name: str) -> list[str]:
-    from ..models import MODELS
-
-    return sorted(MODELS.get(name).options())
-
-
-def _data_options(name: str) -> list[str]:
-    from ..data import DATASETS
-
-    return sorted(DATASETS.get(name).options)
-
-
-def _check_options(path: str, given: Mapping[str, Any], valid: list[str], owner: str) -> None:
+def check_options(path: str, given: Mapping[str, Any], valid: list[str], owner: str) -> None:
+    """Refuse an option `owner` does not take, naming it and the valid ones."""
     for key in given:
         if key not in valid:
             raise ConfigError(f"{path}.{key}: {owner!r} has no such option; valid options: "
                               f"{', '.join(valid) or 'none'}")
 
 
-def to_plain(obj: Any, canonical: bool = True) -> Any:
-    """Plain data of a config dataclass (tuples as lists); canonical resolves names through registries."""
+def model_options(name: str) -> list[str]:
+    """The keyword options of a zoo model's constructor."""
+    return sorted(MODELS.get(name).options())
+
+
+def data_options(name: str) -> list[str]:
+    """The keyword options of a data set."""
+    return sorted(DATASETS.get(name).options)
+
+
+def strategy_options(name: str) -> tuple[list[str], list[str]]:
+    """(every option, the required ones) of a strategy's score function."""
+    strategy = STRATEGIES.get(name)
+    return strategy.option_names(), strategy.required_options()
+
+
+def to_plain(obj: Any) -> Any:
+    """Plain data of a config section (tuples as lists, mappings copied)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = to_plain(getattr(obj, f.name), canonical)
-            kind = f.metadata.get("names")
-            if canonical and kind and isinstance(value, str):
-                value = NAMES.get(kind)(value)
-            out[f.name] = value
-        return out
+        return {f.name: to_plain(getattr(obj, f.name)) for f, _ in _schema(type(obj))}
     if isinstance(obj, (list, tuple)):
-        return [to_plain(v, canonical) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, Mapping):
-        return {k: to_plain(v, canonical) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     return obj
-
-
-def validate(cfg: Any) -> Any:
-    """A checked, canonical copy of a Config built in code (e.g. with dataclasses.replace)."""
-    return build(type(cfg), to_plain(cfg, canonical=False))

@@ -6,12 +6,13 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
-from ..download import fetch, file_digest
+from ..common import MASK_SUFFIX, file_sha256, unwrap_state_dict
+from ..download import fetch
 from ..errors import CheckpointError, ConfigError, ModelError
 
 _SHOW = 5  # how many offending keys a message lists
@@ -26,11 +27,6 @@ def _check_sha256(sha256: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ConfigError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
     return digest
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The hex SHA-256 of a file."""
-    return file_digest(path, "sha256")
 
 
 def _reason(exc: BaseException) -> str:
@@ -54,26 +50,7 @@ def _read(path: Path, label: str) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for corrupt or unsafe files
         raise CheckpointError(f"cannot read weights file {label}: {_reason(exc)}") from None
-    return _extract_state_dict(obj, label)
-
-
-def _extract_state_dict(obj: Any, label: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(
-            f"weights file {label} holds no state_dict (expected a dict of tensors, "
-            f"or a dict with a 'state_dict' or 'model' entry)"
-        )
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"weights file {label} is not a state_dict: entry {bad[0]!r} is not a tensor"
-        )
-    state = dict(obj)
+    state = unwrap_state_dict(obj, f"weights file {label}")
     if all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -99,7 +76,7 @@ def check_state_dict(
             if unexpected:
                 parts.append(f"unexpected keys {_listing(unexpected)}")
             hint = ""
-            if unexpected and all(k.endswith("_mask") for k in unexpected):
+            if unexpected and all(k.endswith(MASK_SUFFIX) for k in unexpected):
                 hint = "; these are pruning masks: load with shrinkbench.pruning.masks.load_state_dict"
             raise ModelError(
                 f"weights {label} do not match the model {type(model).__name__}: "

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from torch import Tensor, nn
 
+from ..common import MASK_SUFFIX
 from ..errors import CompressionError, PruningError
 from .allocation import ALLOCATIONS
 from .masks import _resolve, attach_mask, masked_parameters
@@ -89,9 +90,19 @@ def prune(
     include_classifier: bool = False,
     include_bias: bool = False,
     ignore: Iterable[str] = (),
+    options: Mapping[str, Any] | None = None,
 ) -> PruneResult:
-    """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params)."""
+    """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params).
+
+    `options` are keyword arguments of the strategy's score function (`score(params, ctx, **options)`).
+    """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
+    options = dict(options or {})
+    valid = strat.option_names()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise PruningError(f"strategy {strat.name!r} has no option {unknown[0]!r}; valid options: "
+                           f"{', '.join(valid) or 'none'}")
     params = prunable_parameters(model, include_classifier, include_bias, ignore)
     if not params:
         raise PruningError(
@@ -120,7 +131,7 @@ def prune(
         seed=seed,
         owners=dict(owners),
     )
-    scores = strat.score(params, ctx)
+    scores = strat.score(params, ctx, **options)
     for name, p in params.items():
         score = scores.get(name) if isinstance(scores, dict) else None
         if not isinstance(score, Tensor) or tuple(score.shape) != tuple(p.shape):
@@ -129,7 +140,7 @@ def prune(
                 f"strategy {strat.name!r} gave {got} as the score of {name!r}, "
                 f"expected a tensor of shape {tuple(p.shape)}"
             )
-    alive = {name: owner._buffers.get(local + "_mask") for name, (owner, local) in owners.items()}
+    alive = {name: owner._buffers.get(local + MASK_SUFFIX) for name, (owner, local) in owners.items()}
     keep_masks = ALLOCATIONS.get(strat.allocation)(scores, alive, keep)
     kept = {}
     for name, (owner, local) in owners.items():

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from ..common import MASK_SUFFIX
 from ..errors import PruningError
 
-SUFFIX = "_mask"
+SUFFIX = MASK_SUFFIX
 _LINK = "_shrinkbench_mask"
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
+from ..common import MASK_SUFFIX
 from ..errors import PruningError
 
 Batch = tuple[Any, Any]
@@ -55,7 +56,7 @@ def _buffers_restored(model: nn.Module) -> Iterator[None]:
     saved = [
         (buf, buf.clone())
         for name, buf in model.named_buffers()
-        if not name.endswith("_mask") and buf is not None
+        if not name.endswith(MASK_SUFFIX) and buf is not None
     ]
     try:
         yield

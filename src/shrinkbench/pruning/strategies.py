@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -27,6 +28,21 @@ class Strategy:
     name: str
     score: ScoreFn
     allocation: str = "global"
+
+    def _option_parameters(self) -> list[inspect.Parameter]:
+        try:
+            params = list(inspect.signature(self.score).parameters.values())
+        except (TypeError, ValueError):  # a builtin or C callable: no options
+            return []
+        return [p for p in params[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def option_names(self) -> list[str]:
+        """Keyword options of the score function (after `params, ctx`), sorted."""
+        return sorted(p.name for p in self._option_parameters())
+
+    def required_options(self) -> list[str]:
+        """The options without a default value."""
+        return sorted(p.name for p in self._option_parameters() if p.default is p.empty)
 
 
 STRATEGIES: Registry[Strategy] = Registry("pruning strategy")

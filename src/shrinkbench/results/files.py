@@ -11,10 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..common import DENSE_DIR, RUNS_DIR
 from ..errors import ShrinkBenchError, StoreError
-
-RUNS_DIR = "runs"
-DENSE_DIR = "dense"
 
 # Read once at import: os.umask can only be queried by setting it.
 _UMASK = os.umask(0)

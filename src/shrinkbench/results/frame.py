@@ -9,36 +9,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from ..common import DB_NAME, LAYERS_FILE, METRIC_KEYS, flatten_dotted, get_dotted
 from ..errors import StoreError
 from .files import dense_dir, run_dir
 from .names import canonical_strategy
-from .store import DB_NAME, STATUSES, Store
+from .store import STATUSES, Store
 
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression", "seed")
-# Config paths of the key columns, in KEY_COLUMNS order.
-KEY_PATHS: tuple[tuple[str, ...], ...] = (
-    ("data", "name"),
-    ("model", "name"),
-    ("pruning", "strategy"),
-    ("pruning", "compression"),
-    ("seed",),
-)
-METRIC_KEYS: tuple[str, ...] = (
-    *(f"{stage}_{split}_{m}" for stage in ("dense", "pre", "post") for split in ("val", "test")
-      for m in ("acc1", "acc5", "loss")),
-    "params_total",
-    "params_nonzero",
-    "compression_ratio",
-    "size_dense_bytes",
-    "size_sparse_bytes",
-    "macs_dense",
-    "macs_sparse",
-    "speedup",
-    "time_dense_s",
-    "time_prune_s",
-    "time_finetune_s",
-    "time_total_s",
-)
+# Config keys of the key columns, in KEY_COLUMNS order.
+KEY_PATHS: tuple[str, ...] = ("data.name", "model.name", "pruning.strategy", "pruning.compression", "seed")
 LAYER_COLUMNS: tuple[str, ...] = (
     "name", "kind", "shape", "params", "nonzero", "density", "macs_dense", "macs_sparse"
 )
@@ -48,30 +27,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as one dict with dotted keys; lists become tuples (hashable for groupby)."""
     if not isinstance(tree, dict):
         return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        elif isinstance(value, list):
-            out[name] = tuple(value)
-        else:
-            out[name] = value
-    return out
-
-
-def _dig(config: dict, path: tuple[str, ...]) -> Any:
-    node: Any = config
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in flatten_dotted(tree, prefix).items()}
 
 
 def key_values(config: dict) -> dict[str, Any]:
     """The key columns (dataset, model, strategy, compression, seed) of a run config."""
-    out = {col: _dig(config, path) for col, path in zip(KEY_COLUMNS, KEY_PATHS)}
+    out = {col: get_dotted(config, key) for col, key in zip(KEY_COLUMNS, KEY_PATHS)}
     if out["strategy"] is not None:
         out["strategy"] = canonical_strategy(out["strategy"])
     return out
@@ -113,7 +75,6 @@ def load(
     env_names: dict[str, None] = {}
     config_names: dict[str, None] = {}
     reserved = {"run_id", "status", "error", *KEY_COLUMNS}
-    key_dotted = {".".join(path) for path in KEY_PATHS}
     for run in runs:
         config = run["config"] or {}
         metrics = dict(run["metrics"] or {})
@@ -126,7 +87,7 @@ def load(
             env_names.setdefault(name)
             record[name] = value
         for name, value in flatten(config).items():
-            if name in key_dotted:
+            if name in KEY_PATHS:
                 continue
             if name in reserved or name in metric_names or name in env_names:
                 name = f"config.{name}"
@@ -170,7 +131,7 @@ def load_layers(
     folder_of = dense_dir if kind == "dense" else run_dir
     frames = []
     for run in runs:
-        path = folder_of(out_dir, run["id"], create=False) / "layers.csv"
+        path = folder_of(out_dir, run["id"], create=False) / LAYERS_FILE
         if not path.is_file():
             continue
         try:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from ..common import DB_NAME
 from ..errors import StoreError
 from .files import to_json
 
-DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
 KINDS = ("dense", "prune")
 STATUSES = ("pending", "running", "done", "failed")
@@ -288,6 +288,16 @@ class Store:
             "UPDATE runs SET status = 'pending', metrics = NULL, error = NULL, traceback = NULL, "
             "started = NULL, finished = NULL, host = NULL, pid = NULL WHERE id = ?",
             (),
+        )
+
+    def interrupt(self, run_id: str, reason: str = "interrupted") -> None:
+        """Put a started run back to 'pending', keeping when it started: an interrupted run, which
+        the next run of its plan resumes from its checkpoint; `reason` says what stopped it."""
+        self._update(
+            run_id,
+            "UPDATE runs SET status = 'pending', metrics = NULL, error = ?, traceback = NULL, "
+            "finished = NULL, host = NULL, pid = NULL WHERE id = ?",
+            (str(reason),),
         )
 
     def add_epoch(self, run_id: str, phase: str, epoch: int, metrics: dict) -> None:

@@ -153,7 +153,7 @@ class ProcessExecutor(Executor):
                 self.submit(job)
             else:
                 message = f"worker process died while running it ({MAX_ATTEMPTS} attempts)"
-                failed.append(Outcome(job.id, False, error=message))
+                failed.append(Outcome(job.id, False, error=message, interrupted=True))
         return failed
 
     def cancel(self) -> list[str]:
@@ -170,10 +170,3 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_executor(name: str, out_dir: str, **options: Any) -> Executor:
-    """An executor by registered name (local, process, ray) with its options."""
-    if name == "ray":
-        from . import ray_executor  # noqa: F401  (registers itself; imports ray lazily)
-    return EXECUTORS.get(name)(out_dir, **options)

@@ -7,26 +7,44 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
-from ..results.files import DENSE_DIR, RUNS_DIR
+import torch
+
+from ..common import DENSE_DIR, EPOCHS_FILE, RUNS_DIR
+from ..experiment.config import Config, config_to_dict, dense_config
+from ..experiment.dense import dense_metrics, ensure_dense, read_csv_rows
+from ..experiment.plugins import check_registered, load_plugins
+from ..experiment.runner import execute
+from ..results.files import atomic_write_bytes, run_dir
 
 EpochRecord = tuple[str, int, dict]  # (phase, epoch, metrics)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work, plain data so that it pickles to a process or a Ray worker."""
+    """One unit of work; it pickles to a worker process or a Ray worker.
+
+    `config` is the run's Config (any picklable value for other task functions).
+    """
 
     id: str
     kind: str  # "dense" | "prune"
-    config: dict
-    needs: str | None = None  # the dense id a pruned run starts from, when the sweep trains it
+    config: Any
+    needs: str | None = None  # the dense id a pruned run starts from, when the plan trains it
+    force: bool = False  # redo a finished run
+    progress: bool = False  # per-epoch progress bars (a one-run plan on a terminal)
 
     @property
     def folder(self) -> str:
         """The job's folder relative to the output folder (runs/<id> or dense/<id>)."""
         return f"{DENSE_DIR if self.kind == 'dense' else RUNS_DIR}/{self.id}"
+
+    def record(self) -> dict:
+        """The config as the store keeps it: the whole run, or what defines a dense model."""
+        if not isinstance(self.config, Config):
+            return self.config
+        return dense_config(self.config) if self.kind == "dense" else config_to_dict(self.config)
 
 
 @dataclass
@@ -40,6 +58,7 @@ class Outcome:
     error: str = ""
     traceback: str = ""
     seconds: float = 0.0
+    interrupted: bool = False  # stopped before it finished (a worker died): resumable, not failed
     files: dict[str, bytes] = field(default_factory=dict)  # artifacts relative to the output folder
 
 
@@ -56,7 +75,8 @@ def error_line(exc: BaseException) -> str:
 
 
 def run_job(task_fn: TaskFn, job: Job, out_dir: str) -> Outcome:
-    """Run `job` with `task_fn`, turning any exception into a failed Outcome (never raises Exception)."""
+    """Run `job` with `task_fn` (its plugins imported first), turning any exception into a failed
+    Outcome (never raises Exception)."""
     epochs: list[EpochRecord] = []
 
     def on_epoch(phase: str, epoch: int, metrics: dict) -> None:
@@ -64,6 +84,9 @@ def run_job(task_fn: TaskFn, job: Job, out_dir: str) -> Outcome:
 
     start = time.perf_counter()
     try:
+        if isinstance(job.config, Config):
+            load_plugins(job.config.plugins)
+            check_registered(job.config)
         metrics = task_fn(job, out_dir, on_epoch)
     except Exception as exc:  # a failing run is data for the sweep, not a crash of it
         return Outcome(
@@ -77,8 +100,6 @@ def set_threads(threads: int) -> None:
     """Limit this process's math libraries to `threads` threads (before torch is imported, when possible)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    import torch
-
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -104,8 +125,6 @@ def read_tree(root: str | os.PathLike, rel: str) -> dict[str, bytes]:
 
 def write_tree(root: str | os.PathLike, files: dict[str, bytes]) -> None:
     """Write {relative path: bytes} under `root`, each file atomically; paths may not leave `root`."""
-    from ..results.files import atomic_write_bytes
-
     base = Path(root).resolve()
     for rel, data in files.items():
         target = (base / rel).resolve()
@@ -120,17 +139,13 @@ def experiment_task(job: Job, out_dir: str, on_epoch: Callable[[str, int, dict],
     Epochs are read back from the folder's epochs.csv, which holds every epoch even when the job
     resumed from a checkpoint of an interrupted attempt (live hooks would only see the new ones).
     """
-    from ..experiment import config_from_dict, dense_metrics, ensure_dense, execute, run_id
-    from ..experiment.dense import EPOCHS_FILE, read_csv_rows
-    from ..results.files import run_dir
-
-    cfg = config_from_dict(job.config)
+    cfg: Config = job.config
     if job.kind == "dense":
-        folder = ensure_dense(cfg, out_dir).parent
+        folder = ensure_dense(cfg, out_dir, progress=job.progress).parent
         metrics, phase = dense_metrics(cfg, out_dir) or {}, "dense"
     else:
-        metrics, phase = execute(cfg, out_dir, progress=False), "finetune"
-        folder = run_dir(out_dir, run_id(cfg), create=False)
+        metrics = execute(cfg, out_dir, progress=job.progress, force=job.force)
+        folder, phase = run_dir(out_dir, cfg.run_id, create=False), "finetune"
     for row in read_csv_rows(folder / EPOCHS_FILE):
         on_epoch(phase, int(row["epoch"]), row)
     return metrics

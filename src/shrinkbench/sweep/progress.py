@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
+from tqdm.auto import tqdm
+
+from ..common import get_dotted
+from ..experiment.config import Config, config_to_dict
+from ..results.names import display_name
 from .jobs import Job, Outcome
 
 
-def _get(tree: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
 
 
 def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-def describe(job: Job) -> str:
-    """A short human description of a job: what it trains or prunes, and the seed."""
-    cfg = job.config
-    data, model, seed = _get(cfg, "data.name"), _get(cfg, "model.name"), _get(cfg, "seed")
+def describe(job: Job | Mapping[str, Any]) -> str:
+    """A short human description of a job (or a store row): what it trains or prunes, and the seed."""
+    if isinstance(job, Job):
+        kind, cfg = job.kind, job.config
+        if isinstance(cfg, Config):
+            cfg = config_to_dict(cfg)
+    else:
+        kind, cfg = job["kind"], job["config"] or {}
+    data, model, seed = (get_dotted(cfg, key) for key in ("data.name", "model.name", "seed"))
     where = f"{data}/{model}" if data and model else ""
-    if job.kind == "dense":
+    if kind == "dense":
         return " ".join(p for p in ("dense", where, f"seed {seed}" if seed is not None else "") if p)
-    strategy, compression = _get(cfg, "pruning.strategy"), _get(cfg, "pruning.compression")
-    parts = [where, str(strategy) if strategy else "", f"x{_number(compression)}" if compression is not None else ""]
+    strategy, compression = get_dotted(cfg, "pruning.strategy"), get_dotted(cfg, "pruning.compression")
+    shown = display_name(strategy) if isinstance(strategy, str) else ""
+    parts = [where, shown, f"x{_number(compression)}" if compression is not None else ""]
     if seed is not None:
         parts.append(f"seed {seed}")
     return " ".join(p for p in parts if p)
@@ -48,8 +53,6 @@ class Progress:
     """The overall bar (on a terminal, unless `bar` is False) and the per-job lines (unless `lines` is False)."""
 
     def __init__(self, total: int, *, bar: bool = True, lines: bool = True, stream: TextIO | None = None) -> None:
-        from tqdm.auto import tqdm
-
         self.stream = stream or sys.stderr
         self.lines = lines
         self.failed = 0

@@ -1,9 +1,10 @@
 """The scheduler: submits jobs to an executor in dependency order and records outcomes in the store.
 
-The driver is the store's only writer: it marks a job running when it submits it, and done or failed
-when its outcome comes back (epochs first, then the final row, so a done row always has its
-epochs). A pruned run is submitted only once the dense model it starts from is ready; when that
-dense model fails, its runs are recorded as failed without running.
+It is the only code that writes the store, for `run`, `sweep` and `quickstart` alike: it registers
+the jobs, marks a job running when it submits it, and done, failed or interrupted when its outcome
+comes back (epochs first, then the final row, so a done row always has its epochs). A pruned run is
+submitted only once the dense model it starts from is ready; when that dense model fails, its runs
+are recorded as failed without running.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Stats:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, one-line error)
     cancelled: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # interrupted by a dying worker: resumable
     interrupted: bool = False
 
 
@@ -38,8 +40,19 @@ class Scheduler:
         self.progress = progress
         self.stats = Stats()
 
+    def register(self, jobs: list[Job], rows: dict[str, dict]) -> None:
+        """Add the jobs the store does not know yet, as pending; a forced run's old epochs go."""
+        for job in jobs:
+            if job.id not in rows:
+                self.store.register(job.id, job.kind, job.record())
+            elif job.force:
+                self.store.delete_epochs(job.id, "finetune")
+
     def _record(self, job: Job, outcome: Outcome) -> None:
-        if outcome.ok:
+        if outcome.interrupted:
+            self.store.interrupt(job.id, outcome.error)
+            self.stats.lost.append(job.id)
+        elif outcome.ok:
             for phase, epoch, metrics in outcome.epochs:
                 self.store.add_epoch(job.id, phase, epoch, metrics)
             self.store.finish(job.id, outcome.metrics)
@@ -73,6 +86,8 @@ class Scheduler:
                     job = in_flight.pop(outcome.id)
                     self._record(job, outcome)
                     for dependent in waiting.pop(job.id, []):
+                        if outcome.interrupted:
+                            continue  # stays pending: the rerun trains the dense model, then it
                         if outcome.ok:
                             prune.append(dependent)
                         else:
@@ -81,7 +96,7 @@ class Scheduler:
         except BaseException as exc:
             self.stats.cancelled = self.executor.cancel()
             for job_id in in_flight:
-                self.store.reset(job_id)  # back to pending: the rerun resumes it from its checkpoint
+                self.store.interrupt(job_id, "interrupted")  # the rerun resumes it from its checkpoint
             if not isinstance(exc, KeyboardInterrupt):
                 raise
             self.stats.interrupted = True
