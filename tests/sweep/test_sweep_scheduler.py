@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sweep_toy import toy_task
+from sweep_toy import dying_task, toy_task
 
 from shrinkbench.results.store import Store
 from shrinkbench.sweep import Job, LocalExecutor, Plan, ProcessExecutor, Run, Scheduler, run_plan
@@ -155,3 +155,59 @@ def test_process_executor_shares_cores_among_workers(tmp_path):
         assert ex.capacity == 2 and ex.threads == max(1, available_cores() // 2)
     finally:
         ex.close()
+
+
+def test_a_running_row_whose_pid_was_reused_is_interrupted_and_resumed(tmp_path):
+    import sqlite3
+    import subprocess
+    import time
+
+    from shrinkbench.sweep.plan import is_stale, shown_status
+    from shrinkbench.sweep.runner import sweep_status
+
+    plan = toy_plan(n_dense=1, per_dense=1)
+    sleeper = subprocess.Popen(["sleep", "60"])  # a live process that did not start the run
+    try:
+        with Store(tmp_path) as store:
+            store.register("r0", "prune", plan.runs[0].config)
+            store.start("r0", pid=sleeper.pid)
+        db = sqlite3.connect(tmp_path / "results.sqlite")
+        db.execute("UPDATE runs SET started = ? WHERE id = 'r0'", (time.time() - 3600,))  # an hour ago
+        db.commit()
+        db.close()
+        with Store(tmp_path) as store:
+            row = store.get("r0")
+        assert row["status"] == "running" and is_stale(row) and shown_status(row) == "interrupted"
+        assert "1 interrupted (rerun the same command to resume)" in sweep_status(tmp_path)[0]
+        result = run_plan(plan, tmp_path, task_fn=toy_task, progress=False, lines=False)
+        assert result.ran == 1 and result.exit_code == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_ctrl_c_shows_interrupted_everywhere(tmp_path):
+    from shrinkbench.sweep import dry_run
+    from shrinkbench.sweep.plan import shown_status
+    from shrinkbench.sweep.runner import run_status, sweep_status
+
+    plan = toy_plan(n_dense=1, per_dense=5)
+    result = run_plan(plan, tmp_path, task_fn=interrupting_task, progress=False, lines=False)
+    assert result.counts["interrupted"] == 1 and "1 interrupted" in result.summary()
+    with Store(tmp_path) as store:
+        row = store.get("r2")
+    assert row["status"] == "pending" and row["error"] == "interrupted" and shown_status(row) == "interrupted"
+    assert run_status(tmp_path, "r2") == "interrupted" and run_status(tmp_path, "r3") == "pending"
+    assert "1 interrupted" in sweep_status(tmp_path)[0]
+    lines = dry_run(plan, tmp_path).lines()
+    assert "1 interrupted (resumed)" in lines[0] and any(l.startswith("r2  interrupted") for l in lines)
+
+
+def test_a_worker_that_keeps_dying_leaves_its_run_interrupted(tmp_path):
+    plan = toy_plan(n_dense=1, per_dense=2)
+    result = run_plan(plan, tmp_path, executor="process", workers=1, task_fn=dying_task, progress=False,
+                      lines=False)
+    with Store(tmp_path) as store:
+        row = store.get("r1")
+    assert row["status"] == "pending" and "worker process died" in row["error"]
+    assert result.counts.get("interrupted") == 1 and result.counts["done"] == 1 and result.exit_code == 1

@@ -86,8 +86,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment (a one-run plan on the local executor) and print its summary line."""
     from ..experiment import load_config
     from ..sweep import run_experiment
+    from ..sweep.runner import run_status
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)
+    if run_status(args.out, cfg.run_id) == "interrupted" and not args.force:
+        sys.stderr.write(f"run {cfg.run_id}: interrupted earlier; resuming from its checkpoint\n")
     metrics = run_experiment(cfg, args.out, force=args.force, progress=not args.no_progress)
     print(summary_line(cfg, metrics, args.out))
     return 0
@@ -173,15 +176,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _load_checkpoint(model: Any, name: str, path: str) -> None:
     """Load weights (with masks, when the file has them) into `model`; errors name --checkpoint."""
-    from ..experiment.checkpoint import extract_state_dict, load_state
+    from ..common import MASK_SUFFIX, unwrap_state_dict
+    from ..experiment.checkpoint import load_state
     from ..models import load_weights
     from ..pruning.masks import load_state_dict
 
     if not Path(path).is_file():
         raise ConfigError(f"--checkpoint: file {path!r} does not exist")
     try:
-        state = extract_state_dict(load_state(path), path)
-        if not any(key.endswith("_mask") for key in state):
+        state = unwrap_state_dict(load_state(path), f"checkpoint {path!r}")
+        if not any(key.endswith(MASK_SUFFIX) for key in state):
             load_weights(model, path)
             return
         try:

@@ -60,15 +60,3 @@ def load_checkpoint(path: str | os.PathLike, run: str) -> dict[str, Any] | None:
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict on the CPU, contiguous (masks included, as buffers)."""
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-
-
-def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint (plain, or under 'state_dict'/'model')."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-            return obj
-    raise CheckpointError(f"checkpoint {source!r} holds no state dict of tensors")

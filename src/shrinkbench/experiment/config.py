@@ -10,6 +10,7 @@ are not part of it: `components.preflight` checks them on the machine that runs 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,7 +25,7 @@ from ..results.files import read_yaml
 from .ids import UNHASHED, compute_ids
 from .plugins import load_plugins, resolve_plugins
 from .validate import (NO_STRATEGY, build, check_options, check_section, data_options,
-                       model_options, strategy_options, to_plain)
+                       field_path, model_options, strategy_options, to_plain)
 
 
 def _f(default: Any = None, help: str = "", check: str | None = None, names: str | None = None,
@@ -58,6 +59,10 @@ class DataConfig(_Section):
                           check="nonnegative")
     options: dict[str, Any] = _f(help="extra keyword options for the data set", factory=dict)
 
+    def __post_init__(self) -> None:
+        check_section(self)
+        check_options(field_path("options"), self.options, data_options(self.name), self.name)
+
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
@@ -65,6 +70,10 @@ class ModelConfig(_Section):
 
     name: str = _f("convnet_digits", "model name (`shrinkbench list models`)", names="model")
     options: dict[str, Any] = _f(help="keyword options of the model constructor", factory=dict)
+
+    def __post_init__(self) -> None:
+        check_section(self)
+        check_options(field_path("options"), self.options, model_options(self.name), self.name)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,15 @@ class RecipeConfig(_Section):
     batch_size: int = _f(128, "training batch size", check="positive")
     eval_batch_size: int | None = _f(None, "evaluation batch size; default: 4 x batch_size",
                                      check="positive")
+
+    def __post_init__(self) -> None:
+        check_section(self)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError(f"{field_path('nesterov')}: needs optimizer sgd with momentum > 0, got "
+                              f"{self.optimizer} with momentum {self.momentum}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ConfigError(f"{field_path('milestones')}: the multistep schedule needs at least one "
+                              "milestone")
 
 
 def _dense_recipe() -> RecipeConfig:
@@ -124,8 +142,30 @@ class PruningConfig(_Section):
     options: dict[str, Any] = _f(help="keyword options of the strategy's score function "
                                  "(`shrinkbench list strategies` shows them)", factory=dict)
 
+    def __post_init__(self) -> None:
+        check_section(self)
+        if self.compression == 1.0:
+            # the unpruned control: nothing is scored, so every strategy's control is one run
+            for f in dataclasses.fields(self):
+                object.__setattr__(self, f.name, CONTROL_FIELDS.get(f.name, _default(f)))
+            return
+        if self.strategy == NO_STRATEGY:
+            raise ConfigError(f"{field_path('strategy')}: '{NO_STRATEGY}' prunes nothing: it is the "
+                              f"strategy of the unpruned control (compression 1), got compression "
+                              f"{self.compression:g}")
+        valid, required = strategy_options(self.strategy)
+        check_options(field_path("options"), self.options, valid, self.strategy)
+        missing = [name for name in required if name not in self.options]
+        if missing:
+            raise ConfigError(f"{field_path('options')}: strategy {self.strategy!r} needs option(s) "
+                              f"{', '.join(missing)}")
 
-CONTROL = None  # set below: the pruning section of every compression-1 run
+
+CONTROL_FIELDS = {"strategy": NO_STRATEGY, "compression": 1.0}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 @dataclass(frozen=True)
@@ -176,37 +216,13 @@ class Config(_Section):
 
 
 def _cross_checks(cfg: Config) -> None:
-    """Rules that span fields; the compression-1 control's pruning section made canonical."""
-    for section in ("dense.recipe", "finetune"):
-        recipe = cfg.dense.recipe if section == "dense.recipe" else cfg.finetune
-        if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum <= 0):
-            raise ConfigError(f"{section}.nesterov: needs optimizer sgd with momentum > 0, got "
-                              f"{recipe.optimizer} with momentum {recipe.momentum}")
-        if recipe.schedule == "multistep" and not recipe.milestones:
-            raise ConfigError(f"{section}.milestones: the multistep schedule needs at least one "
-                              "milestone")
+    """Rules that span sections (each section checks its own when it is built)."""
     if cfg.dense.source == "train" and cfg.dense.recipe.epochs < 1:
         raise ConfigError("dense.recipe.epochs: expected an integer >= 1 to train the dense model, "
                           f"got {cfg.dense.recipe.epochs}")
-    check_options("model.options", cfg.model.options, model_options(cfg.model.name), cfg.model.name)
-    check_options("data.options", cfg.data.options, data_options(cfg.data.name), cfg.data.name)
-    p = cfg.pruning
-    if p.compression == 1.0:
-        if p != CONTROL:
-            object.__setattr__(cfg, "pruning", CONTROL)
-        return
-    if p.strategy == NO_STRATEGY:
-        raise ConfigError(f"pruning.strategy: '{NO_STRATEGY}' prunes nothing: it is the strategy of "
-                          f"the unpruned control (compression 1), got compression {p.compression:g}")
-    valid, required = strategy_options(p.strategy)
-    check_options("pruning.options", p.options, valid, p.strategy)
-    missing = [name for name in required if name not in p.options]
-    if missing:
-        raise ConfigError(f"pruning.options: strategy {p.strategy!r} needs option(s) "
-                          f"{', '.join(missing)}")
 
 
-CONTROL = PruningConfig(strategy=NO_STRATEGY, compression=1.0)
+CONTROL = PruningConfig(strategy=NO_STRATEGY, compression=1.0)  # the pruning of every control run
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),

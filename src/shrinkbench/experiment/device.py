@@ -8,8 +8,11 @@ import platform
 import sys
 from typing import Any, ContextManager, Callable
 
+import numpy
 import torch
 from torch import nn
+
+from .. import __version__
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,10 +44,6 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> 
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, platform and device of this process, as plain strings and numbers."""
-    import numpy
-
-    from .. import __version__
-
     env: dict[str, Any] = {
         "shrinkbench": __version__,
         "python": sys.version.split()[0],

@@ -6,12 +6,13 @@ the many configs of a sweep, which share most of their sections, cost one small 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
 
 from ..common import DENSE_SECTIONS, file_sha256
-from .validate import to_plain
+from .validate import section_fields, to_plain
 
 ID_LENGTH = 16
 
@@ -41,21 +42,36 @@ def _section_json(name: str, section: Any) -> str:
     return cached
 
 
+_SCALARS: dict[tuple[type, Any], str] = {}
+
+
+def _scalar_json(value: Any) -> str:
+    key = (type(value), value) if isinstance(value, (int, float, str, bool, type(None))) else None
+    if key is None:
+        return canonical_json(to_plain(value))
+    text = _SCALARS.get(key)
+    if text is None:
+        text = _SCALARS[key] = canonical_json(value)
+    return text
+
+
 def hashed_parts(cfg: Any) -> dict[str, str]:
-    """Top-level key -> canonical JSON of what is hashed under it."""
+    """Top-level key (sorted) -> canonical JSON of what is hashed under it."""
     parts = {}
-    for name, value in vars(cfg).items():
-        if name.startswith("_") or name in _UNHASHED_TOP:
-            continue
-        if hasattr(value, "__dataclass_fields__"):
-            parts[name] = _section_json(name, value)
-        else:
-            parts[name] = canonical_json(to_plain(value))
+    sections = section_fields(type(cfg))
+    for name in _hashed_names(type(cfg)):
+        value = getattr(cfg, name)
+        parts[name] = _section_json(name, value) if name in sections else _scalar_json(value)
     return parts
 
 
+@functools.lru_cache(maxsize=None)
+def _hashed_names(cls: type) -> tuple[str, ...]:
+    return tuple(sorted(name for name in cls.__dataclass_fields__ if name not in _UNHASHED_TOP))
+
+
 def _digest(parts: dict[str, str], keys: Any) -> str:
-    text = "{" + ",".join(f"{json.dumps(k)}:{parts[k]}" for k in sorted(keys)) + "}"
+    text = "{" + ",".join(f'"{k}":{parts[k]}' for k in keys) + "}"  # keys: sorted identifiers
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
 

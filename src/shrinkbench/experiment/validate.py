@@ -164,17 +164,56 @@ def _schema(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
     return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
 
 
+@functools.lru_cache(maxsize=None)
+def _plan(cls: type) -> tuple[tuple[dataclasses.Field, Any, bool], ...]:
+    return tuple((f, hint, dataclasses.is_dataclass(hint)) for f, hint in _schema(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def section_fields(cls: type) -> frozenset[str]:
+    """The fields of a config class that are sections themselves."""
+    return frozenset(f.name for f, _, section in _plan(cls) if section)
+
+
+# Checked scalar values by (section type, field, value type, value): a field's check is a pure
+# function of its value (registries only grow), so a sweep's many configs check each value once.
+_CHECKED: dict[tuple, Any] = {}
+_MISSING = object()
+
+
 def check_section(obj: Any) -> None:
     """Coerce, check and resolve every field of a config section in place (called by __post_init__)."""
     prefix = _PREFIX.get()
-    for f, hint in _schema(type(obj)):
+    cls = type(obj)
+    for f, hint, section in _plan(cls):
         value = getattr(obj, f.name)
-        path = f"{prefix}.{f.name}" if prefix else f.name
-        if dataclasses.is_dataclass(hint):
+        if section:
             if not isinstance(value, hint):
+                path = f"{prefix}.{f.name}" if prefix else f.name
                 object.__setattr__(obj, f.name, build(hint, value, path, _default(f)))
             continue
-        object.__setattr__(obj, f.name, _check(f.metadata, _coerce(hint, value, path), path))
+        try:
+            key = (cls, f.name, type(value), value)
+            checked = _CHECKED.get(key, _MISSING)
+        except TypeError:  # unhashable (a mapping of options): checked every time
+            key, checked = None, _MISSING
+        if checked is _MISSING:
+            path = f"{prefix}.{f.name}" if prefix else f.name
+            checked = _check(f.metadata, _coerce(hint, value, path), path)
+            if key is not None:
+                _CHECKED[key] = checked
+        object.__setattr__(obj, f.name, checked)
+
+
+def current_prefix() -> str:
+    """The dotted path of the section being built ('' at the top or outside a build)."""
+    return _PREFIX.get()
+
+
+def field_path(name: str) -> str:
+    """The full dotted name of a field of the section being built."""
+    prefix = _PREFIX.get()
+    return f"{prefix}.{name}" if prefix else name
 
 
 def construct(cls: type[T], path: str, kwargs: Mapping[str, Any]) -> T:
@@ -232,9 +271,19 @@ def check_options(path: str, given: Mapping[str, Any], valid: list[str], owner: 
                               f"{', '.join(valid) or 'none'}")
 
 
+@functools.lru_cache(maxsize=None)
+def _model_options(entry: Any) -> list[str]:
+    return sorted(entry.options())
+
+
+@functools.lru_cache(maxsize=None)
+def _strategy_options(strategy: Any) -> tuple[list[str], list[str]]:
+    return strategy.option_names(), strategy.required_options()
+
+
 def model_options(name: str) -> list[str]:
     """The keyword options of a zoo model's constructor."""
-    return sorted(MODELS.get(name).options())
+    return _model_options(MODELS.get(name))
 
 
 def data_options(name: str) -> list[str]:
@@ -244,8 +293,7 @@ def data_options(name: str) -> list[str]:
 
 def strategy_options(name: str) -> tuple[list[str], list[str]]:
     """(every option, the required ones) of a strategy's score function."""
-    strategy = STRATEGIES.get(name)
-    return strategy.option_names(), strategy.required_options()
+    return _strategy_options(STRATEGIES.get(name))
 
 
 def to_plain(obj: Any) -> Any:

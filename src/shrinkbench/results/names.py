@@ -10,6 +10,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "global_activation": "GlobalMagAct",
     "layer_activation": "LayerMagAct",
     "random": "RandomPruning",
+    "none": "Unpruned",
 }
 
 MAGNITUDE_STRATEGIES: tuple[str, ...] = ("global_magnitude", "layer_magnitude")

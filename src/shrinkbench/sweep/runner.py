@@ -7,6 +7,7 @@ scheduler is the only writer of the store.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -181,9 +182,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, **options: Any) -> Sw
 
 
 def _with_progress(job: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(job, progress=sys.stderr.isatty())
+    return dataclasses.replace(job, progress=sys.stderr.isatty())
 
 
 def run_experiment(cfg: Config, out_dir: str | os.PathLike, *, force: bool = False,
@@ -266,6 +265,12 @@ def sweep_status(out_dir: str | os.PathLike) -> list[str]:
         if row["status"] == "failed":
             lines.append(f"failed {row['id']} {describe(row)}: {row.get('error') or ''}")
     return lines
+
+
+def run_status(out_dir: str | os.PathLike, run_id: str) -> str:
+    """The shown status of one run in `out_dir` ('new' when it is not there)."""
+    rows = _rows(Path(out_dir))
+    return shown_status(rows.get(run_id))
 
 
 def run_traceback(out_dir: str | os.PathLike, run_id: str) -> str:

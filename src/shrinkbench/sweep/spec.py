@@ -40,8 +40,14 @@ class SweepSpec:
         return len(self.axes)
 
 
-def _freeze(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+def _freeze(values: Mapping[str, Any]) -> Any:
+    """A hashable key of a section's assignment (exact types kept: 1 and 1.0 and True differ)."""
+    try:
+        key = tuple((k, type(v), v) for k, v in sorted(values.items()))
+        hash(key)
+        return key
+    except TypeError:  # lists or mappings among the values
+        return json.dumps(values, sort_keys=True, default=repr)
 
 
 def _replace(section: Any, values: Mapping[str, Any], path: str) -> Any:
