@@ -1,4 +1,4 @@
-"""Cost of count_macs vs a plain forward pass of the same input (target: ratio <= ~1).
+"""Cost of count_macs vs a plain forward pass of the same input (target: ratio <= 1.5).
 
 Models built inline: LeNet-5 (batch 64, 1x28x28) and a small ResNet (3 stages of 2 basic blocks,
 batch 32, 3x32x32), both with masks on every conv/linear weight. Each round times one plain

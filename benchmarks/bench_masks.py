@@ -18,7 +18,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from shrinkbench.pruning import attach_mask
+from shrinkbench.pruning import attach_mask, hold
 
 
 def lenet_300_100() -> nn.Sequential:
@@ -51,6 +51,8 @@ def make_variants(density: float) -> dict[str, tuple[nn.Module, torch.optim.Opti
     variants = {}
     for label, model in (("dense", dense), ("shrinkbench", ours), ("torch.nn.utils.prune", theirs)):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        if model is ours:
+            hold(opt, model)  # the per-optimizer hook that keeps pruned entries exactly zero
         variants[label] = (model, opt)
     return variants
 

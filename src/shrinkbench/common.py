@@ -91,7 +91,20 @@ def unwrap_state_dict(
     for key, value in obj.items():
         if not isinstance(key, str) or not _is_tensor(value):
             raise error(f"{source} is not a state_dict: entry {key!r} is not a tensor")
+        problem = _not_dense(value)
+        if problem:
+            raise error(f"{source}: entry {key!r} is {problem}; expected dense tensors")
     return dict(obj)
+
+
+def _not_dense(tensor: Any) -> str | None:
+    """What keeps `tensor` from being an ordinary dense tensor with data (None when it is one)."""
+    if getattr(tensor, "is_meta", False):
+        return "a meta tensor (it has a shape but no data)"
+    layout = str(getattr(tensor, "layout", "torch.strided"))
+    if layout != "torch.strided":
+        return f"a sparse tensor (layout {layout})"
+    return None
 
 
 def get_dotted(tree: Any, dotted: str, default: Any = None) -> Any:

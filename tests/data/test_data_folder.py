@@ -143,3 +143,24 @@ def test_center_box_is_centred_square(w, h):
     assert right - left == pytest.approx(bottom - top)
     assert right - left == pytest.approx(min(w, h) * 224 / 256)
     assert left + right == pytest.approx(w) and top + bottom == pytest.approx(h)
+
+
+def test_symlink_loops_do_not_multiply_the_samples(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    train = root / "train"
+    (train / "ant" / "itself").symlink_to(train / "ant")  # a link to its own folder
+    (train / "bee" / "parent").symlink_to(train)  # up to the folder of classes
+    (train / "cow" / "deeper").mkdir()
+    Image.new("RGB", (9, 9), COLOURS["cow"]).save(train / "cow" / "deeper" / "extra.png")
+    (train / "cow" / "deeper" / "back").symlink_to(train / "cow")  # a loop two levels long
+    (train / "cow" / "sibling").symlink_to(train / "ant")  # into another class
+    (train / "cow" / "top").symlink_to(tmp_path)  # above the data set
+    real_images = sum(1 for p in train.rglob("*") if p.suffix.lower() in (".png", ".jpg"))
+    assert real_images == 3 * 3 + 1
+    bundle = get_data("imagefolder", root=str(root), image_size=8, resize_size=10, val_size=0)
+    assert bundle.info.num_train == real_images
+    labels = torch.cat([y for _, y in bundle.train])
+    assert torch.bincount(labels).tolist() == [3, 3, 4]
+    (train / "loop").symlink_to(train)  # a class folder that is the folder of classes itself
+    with pytest.raises(DataError, match=r"class folder .*loop links to .*which contains it"):
+        get_data("imagefolder", root=str(root), image_size=8, resize_size=10)

@@ -274,3 +274,33 @@ def test_machine_facts_are_not_config_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="^device: 'cuda:3' is not usable here"):
             preflight(cfg)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"seed": 2**63}, "seed: expected an integer between -2\\*\\*63 and 2\\*\\*63"),
+    ({"finetune": {"epochs": 10**400}},
+     "finetune.epochs: expected an integer .* got an integer of 401 digits"),
+    ({"finetune": {"lr": 10**400}}, "finetune.lr: expected a finite number"),
+    ({"pruning": {"compression": 10**400}}, "pruning.compression: expected a finite number"),
+    ({"model": {"options": {"x": [1, -(10**30)]}}}, r"model.options.x\[1\]: expected an integer"),
+])
+def test_integers_beyond_64_bits_are_refused_naming_the_field(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+    assert config_from_dict({"seed": 2**63 - 1}).seed == 2**63 - 1
+
+
+def test_overrides_are_read_like_config_files(tmp_path):
+    from shrinkbench.experiment.config import apply_overrides
+
+    assert apply_overrides({}, ["a.b=[1, 2]", "c=not: yaml: here"]) == {"a": {"b": [1, 2]},
+                                                                       "c": "not: yaml: here"}
+    for value, message in (("&a [*a]", r"alias \*a refers to itself"), ("{x: 1, x: 2}", "duplicate key 'x'"),
+                           ("[" * 500 + "]" * 500, "nested more than")):
+        with pytest.raises(ConfigError, match=f"--set model.options: {message}"):
+            apply_overrides({}, [f"model.options={value}"])
+
+
+def test_a_directory_as_dense_source_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=f"dense.source: '{tmp_path}' is a directory"):
+        config_from_dict({"dense": {"source": str(tmp_path)}})

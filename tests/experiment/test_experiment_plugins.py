@@ -68,8 +68,10 @@ def test_a_plugin_file_registers_a_strategy_usable_with_options(plugin, tmp_path
         config_from_dict({**TINY, "pruning": {"strategy": "GlobalMagWeight", "options": {"power": 2}}})
 
 
-def test_the_option_reaches_the_score_function():
+def test_the_option_reaches_the_score_function(monkeypatch):
     from shrinkbench.pruning import register_strategy
+
+    monkeypatch.setattr(STRATEGIES, "_items", dict(STRATEGIES._items))  # the test's strategy goes with it
 
     seen = []
 
@@ -133,7 +135,7 @@ def test_process_workers_import_the_plugin(plugin, tmp_path, capsys):
     with Store(tmp_path / "out") as store:
         rows = store.runs(kind="prune")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}
-    assert {r["config"]["pruning"]["options"]["power"] for r in rows} == {1.0, 2.0}
+    assert {r["config"]["pruning"]["options"].get("power", 1.0) for r in rows} == {1.0, 2.0}
 
 
 MAIN_SCRIPT = '''
@@ -187,3 +189,50 @@ def test_entry_point_plugins_are_imported(tmp_path, monkeypatch):
     monkeypatch.setattr(plugin_module, "_ENTRY_POINTS_LOADED", False)
     cfg = config_from_dict({**TINY, "pruning": {"strategy": "EpStrategy"}})
     assert cfg.pruning.strategy == "ep_strategy"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def f(:\n", "failed to import (line 1): SyntaxError"),
+    ("raise RuntimeError('boom')\n", "failed to import: RuntimeError: boom"),
+    ("import sys\nsys.exit(3)\n", "failed to import: SystemExit: 3"),
+])
+def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, capsys, source, message):
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text(source)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    code = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--plugin", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+    code = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--plugin", str(tmp_path)])
+    assert code == 2 and "is a directory, not a .py file" in capsys.readouterr().err
+
+
+def test_plugins_cannot_be_a_sweep_axis(plugin):
+    from shrinkbench.errors import SweepError
+    from shrinkbench.sweep import spec_from_dict
+
+    with pytest.raises(SweepError, match="^sweep key 'plugins' cannot be varied: plugins are imported once"):
+        spec_from_dict({"base": TINY, "grid": {"plugins": [[str(plugin)]]}})
+
+
+def test_options_equal_to_their_defaults_are_the_same_run(plugin):
+    def cfg(options):
+        return config_from_dict({**TINY, "pruning": {"strategy": "GlobalRelPow", "options": options}},
+                                plugins=[str(plugin)])
+
+    unset, one_float, one_int = cfg({}), cfg({"power": 1.0}), cfg({"power": 1})
+    assert unset.run_id == one_float.run_id == one_int.run_id and one_int.pruning.options == {}
+    assert cfg({"power": 2}).pruning.options == {"power": 2.0} and cfg({"power": 2}).run_id == cfg({"power": 2.0}).run_id
+
+
+def test_config_options_are_read_only():
+    cfg = config_from_dict({**TINY, "model": {"name": "mlp_digits", "options": {"hidden": [8]}}})
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.model.options["hidden"] = [16]
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.pruning.options.update(x=1)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and pickle.loads(pickle.dumps(cfg)).run_id == cfg.run_id

@@ -237,3 +237,16 @@ def test_dense_training_resumes_after_kill_9(tmp_path, tiny, monkeypatch):
     assert numbers(dense_module.dense_metrics(cfg, out)) == numbers(dense_module.dense_metrics(cfg, tmp_path / "straight"))
     ra, rb = state(path), state(reference)
     assert ra.keys() == rb.keys() and all(torch.equal(ra[k], rb[k]) for k in rb)
+
+
+def test_a_run_whose_masks_did_not_hold_fails_loudly(tmp_path, tiny, monkeypatch):
+    from shrinkbench.errors import PruningError
+
+    class NoHold:
+        def remove(self) -> None:
+            pass
+
+    monkeypatch.setattr(loops, "hold", lambda optimizer, model: NoHold())  # masks not re-applied
+    with pytest.raises(PruningError, match="pruned entries are not zero at the end of the run"):
+        execute(config_from_dict(tiny), tmp_path)
+    assert not (run_dir(tmp_path, run_id(config_from_dict(tiny)), create=False) / "metrics.json").exists()

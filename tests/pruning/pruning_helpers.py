@@ -40,9 +40,12 @@ def pruned_entries_zero(model: nn.Module) -> bool:
 
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int = 3) -> None:
-    """A few cross-entropy steps on random conv batches."""
-    for i in range(steps):
-        x, y = conv_batch(seed=seed + i)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    """A few cross-entropy steps on random conv batches, the masks held (`hold(opt, model)`)."""
+    from shrinkbench.pruning import hold
+
+    with hold(opt, model):
+        for i in range(steps):
+            x, y = conv_batch(seed=seed + i)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()

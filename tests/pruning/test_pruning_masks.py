@@ -18,6 +18,7 @@ from shrinkbench.pruning import (
     attach_mask,
     densities,
     get_mask,
+    hold,
     load_state_dict,
     masked_parameters,
     prune,
@@ -79,6 +80,7 @@ def test_any_conv_holds_mask_through_training(module: nn.Module, x: torch.Tensor
     mask = random_mask(module.weight.shape, seed=0)
     attach_mask(module, "weight", mask)
     opt = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    hold(opt, module)
     for _ in range(3):
         opt.zero_grad()
         module(x).pow(2).sum().backward()
@@ -102,6 +104,7 @@ def test_plain_parameter_of_custom_module_and_dotted_name() -> None:
     model = nn.Sequential(Scaled())
     attach_mask(model, "0.scale", torch.tensor([1, 0, 1, 0, 1]))
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    hold(opt)  # without a model: the masked modules whose parameters this optimizer steps
     for _ in range(3):
         opt.zero_grad()
         model(torch.randn(4, 5)).sum().backward()
@@ -181,6 +184,7 @@ def test_deepcopy_of_a_submodule_holds_its_mask() -> None:
     prune(model, "global_magnitude", 5)
     fc1 = copy.deepcopy(model.fc1)
     opt = torch.optim.AdamW(fc1.parameters(), lr=0.1)
+    hold(opt, fc1)
     opt.zero_grad()
     fc1(torch.randn(3, 128)).sum().backward()
     opt.step()
@@ -204,6 +208,7 @@ def test_masks_follow_dtype_conversion() -> None:
     model.double()
     assert model.fc1.weight_mask.dtype == torch.float64
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hold(opt, model)
     for i in range(2):
         x, y = conv_batch(seed=i)
         opt.zero_grad()
@@ -217,10 +222,12 @@ def test_replaced_parameter_is_left_alone() -> None:
     attach_mask(lin, "weight", torch.tensor([[1, 0, 1], [0, 1, 1]]))
     old = lin.weight
     opt = torch.optim.SGD([old], lr=0.1)
+    hold(opt, lin)
     lin.weight = nn.Parameter(torch.ones(2, 3))
     old.grad = torch.ones_like(old)
-    opt.step()  # the old parameter is no longer the module's: no mask, no shape clash
+    opt.step()  # the old parameter is no longer the module's: left alone; the module's is masked
     assert bool((old[lin.weight_mask == 0] != 0).all())
+    assert torch.equal(lin.weight, lin.weight_mask)
 
 
 def test_remove_masks_bakes_zeros_and_drops_buffers() -> None:

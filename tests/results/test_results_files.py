@@ -105,3 +105,55 @@ def test_concurrent_readers_never_see_partial_file(tmp_path):
             break
     assert seen <= set(versions)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+LAUGHS = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
+    f"{name}: &{name} [{','.join(['*' + prev] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: &x [1, *x]\n", r"alias \*x refers to itself \(a cycle\) at line 1"),
+    ("a: &x {b: {c: *x}}\n", r"alias \*x refers to itself"),
+    ("[" * 3000 + "]" * 3000, "nested more than 100 levels deep at line 1"),
+    ("a: " + "{b: " * 3000 + "1" + "}" * 3000, "nested more than"),
+    # each alias stays shallow, together they nest deeper than the limit
+    ("".join(f"l{i}: &l{i} [[[[[{'*l%d' % (i - 1) if i else 1}]]]]]\n" for i in range(30)),
+     "nested more than"),
+    (LAUGHS, "aliases expand to more than 10,000 values at line 5"),
+    ("a: 1\nb:\n  c: 2\n  c: 3\n", "duplicate key 'c' at line 4"),
+    ("a: 1\na: 1\n", "duplicate key 'a' at line 2"),
+    ("n: 1" + "0" * 5000 + "\n", "an integer with too many digits at line 1"),
+])
+def test_read_yaml_refuses_hostile_documents_in_one_line(tmp_path, text, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(StoreError, match=f"^sweep spec '{path}': {message}") as caught:
+        files.read_yaml(path, "sweep spec", StoreError)
+    assert "\n" not in str(caught.value)
+
+
+def test_read_yaml_keeps_what_safe_load_reads(tmp_path):
+    text = ("base: &base {lr: 0.1, epochs: 2}\nfinetune: {<<: *base, lr: 0.01}\n"
+            "shared: [*base, *base]\nbig: 9223372036854775807\nwhen: 2024-01-02\n")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    assert files.read_yaml(path, "config file", StoreError) == yaml.safe_load(text)
+    assert files.parse_yaml("") is None
+
+
+def test_read_yaml_names_a_directory(tmp_path):
+    with pytest.raises(StoreError, match=f"config file '{tmp_path}' is a directory"):
+        files.read_yaml(tmp_path, "config file", StoreError)
+
+
+def test_json_is_strict_non_finite_floats_are_null(tmp_path):
+    obj = {"inf": float("inf"), "ninf": -float("inf"), "nan": float("nan"), "np": np.float32("nan"),
+           "ok": [1.5, np.int64(2), (3, float("inf"))], "nested": {"x": np.array([1.0, np.inf])}}
+    expected = {"inf": None, "ninf": None, "nan": None, "np": None, "ok": [1.5, 2, [3, None]],
+                "nested": {"x": [1.0, None]}}
+    for text in (files.to_json(obj), files.to_json(obj, canonical=True)):
+        assert "Infinity" not in text and "NaN" not in text
+        assert json.loads(text) == expected
+    write_json(tmp_path / "metrics.json", obj)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == expected
+    assert json.loads(files.to_json({"x": float("nan")}, strict=False), parse_constant=str) == {"x": "NaN"}

@@ -228,3 +228,29 @@ def test_concurrent_writers_lose_nothing(tmp_path, method):
     assert len(epochs) == 2 * n_workers * n_runs
     assert all(e["loss"] == (1.0 if e["epoch"] == 0 else 0.25) for e in epochs)
     store.close()
+
+
+def test_a_foreign_database_is_refused_without_being_changed(tmp_path):
+    import hashlib
+
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute("create table t(x)")
+    conn.commit(), conn.close()
+    digest = hashlib.sha256((tmp_path / DB_NAME).read_bytes()).hexdigest()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="another program.*left unchanged"):
+            Store(tmp_path, create=create)
+    assert hashlib.sha256((tmp_path / DB_NAME).read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB_NAME]  # no -wal or -shm
+    # same user_version as ours, but not our tables
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.commit(), conn.close()
+    with pytest.raises(StoreError, match=r"another program \(tables: t\)"):
+        Store(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sqlite3.connect(empty / DB_NAME).close()  # an empty file becomes a store
+    with Store(empty) as s:
+        s.register("r", "prune", {})
+        assert s.status("r") == "pending"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from ..errors import ShrinkBenchError
@@ -21,13 +23,21 @@ COMMAND_MODULES = (
 )
 
 EXIT_USER_ERROR = 2
+MAX_ERROR_CHARS = 300  # an error line longer than this is cut (a value or a path can be huge)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`message` as one readable line: whitespace runs and terminal escapes gone, cut to `limit`."""
+    text = " ".join(_ANSI.sub("", message).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"shrinkbench: error: {message}\n")
+        sys.stderr.write(f"shrinkbench: error: {one_line(message)}\n")
         raise SystemExit(EXIT_USER_ERROR)
 
 
@@ -58,14 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
     try:
         code = handler(args)
     except ShrinkBenchError as exc:
-        message = " ".join(str(exc).split())
-        sys.stderr.write(f"shrinkbench: error: {message}\n")
+        sys.stderr.write(f"shrinkbench: error: {one_line(str(exc))}\n")
         return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        sys.stderr.write("shrinkbench: interrupted\n")
+        sys.stderr.write("shrinkbench: interrupted; run the same command again to resume\n")
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`shrinkbench status DIR | head`): stop quietly, and
@@ -73,7 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,6 +63,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_profile)
 
 
+def _number(value: Any) -> float:
+    """A metric as a float: nan when missing or null (metrics.json writes inf and nan as null)."""
+    return float("nan") if value is None else float(value)
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.2f}%"
 
@@ -75,11 +80,11 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     folder = os.path.join(out_dir, RUNS_DIR, cfg.run_id)
     return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
             f"{display_name(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
-            f"compression {metrics.get('compression_ratio', float('nan')):.2f}, "
-            f"speedup {metrics.get('speedup', float('nan')):.2f}x, test top-1 "
+            f"compression {_number(metrics.get('compression_ratio')):.2f}, "
+            f"speedup {_number(metrics.get('speedup')):.2f}x, test top-1 "
             f"{_pct(metrics.get('dense_test_acc1'))} dense -> {_pct(metrics.get('pre_test_acc1'))} "
             f"pruned -> {_pct(metrics.get('post_test_acc1'))} fine-tuned "
-            f"({metrics.get('time_total_s', 0.0):.1f} s) in {folder}")
+            f"({_number(metrics.get('time_total_s')):.1f} s) in {folder}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -109,10 +114,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "json":
-        from ..results.files import json_default
+        from ..results.files import finite, json_default
 
         records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-        sys.stdout.write(json.dumps(records, indent=1, default=json_default) + "\n")
+        text = json.dumps(finite(records), indent=1, allow_nan=False, default=json_default)
+        sys.stdout.write(text + "\n")  # strict JSON: inf and nan are null
     elif frame.empty:
         print(f"no finished runs in {args.dir}")
     else:
@@ -181,6 +187,8 @@ def _load_checkpoint(model: Any, name: str, path: str) -> None:
     from ..models import load_weights
     from ..pruning.masks import load_state_dict
 
+    if Path(path).is_dir():
+        raise ConfigError(f"--checkpoint: {path!r} is a directory, not a checkpoint file")
     if not Path(path).is_file():
         raise ConfigError(f"--checkpoint: file {path!r} does not exist")
     try:

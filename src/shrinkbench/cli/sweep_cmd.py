@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any
 
@@ -56,10 +55,6 @@ def register(subparsers: Any) -> None:
     s.set_defaults(handler=status_command)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of `shrinkbench sweep`."""
     from ..sweep import dry_run, load_spec, plan_sweep, run_plan
@@ -74,15 +69,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         options = {"ray_address": args.ray_address, "cpus_per_run": args.cpus_per_run,
                    "gpus_per_run": args.gpus_per_run}
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
-    try:
-        # data and model problems are one-line errors before anything is written; on ray only
-        # the workers may have the data, so there they show as failed runs
-        result = run_plan(plan, args.out, executor=args.executor, workers=args.workers,
-                          retry_failed=args.retry_failed, progress=not args.no_progress,
-                          preflight=args.executor != "ray", **options)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # data and model problems are one-line errors before anything is written; on ray only the
+    # workers may have the data, so there they show as failed runs
+    result = run_plan(plan, args.out, executor=args.executor, workers=args.workers,
+                      retry_failed=args.retry_failed, progress=not args.no_progress,
+                      preflight=args.executor != "ray", **options)
     print(result.summary())
     sys.stdout.flush()
     return result.exit_code

@@ -22,6 +22,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _contains(outer: str, inner: str) -> bool:
+    """Whether real path `outer` is `inner` or one of its parents."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _first_visit(path: str, seen: set[str], root: str) -> bool:
+    """Whether the real folder behind `path` is new: not in `seen` (then it is added) and not a
+    parent of `root` (a link up the tree, which would lead back into it)."""
+    real = os.path.realpath(path)
+    if real in seen or _contains(real, root):
+        return False
+    seen.add(real)
+    return True
+
+
 def scan_folder(folder: Path, classes: Sequence[str] | None = None
                 ) -> tuple[list[str], list[tuple[str, int]]]:
     """(class names, [(image path, label)]) of a folder of class sub-folders, in sorted order.
@@ -42,10 +57,21 @@ def scan_folder(folder: Path, classes: Sequence[str] | None = None
     if not classes:
         raise DataError(f"image folder {folder} has no class sub-folders")
     index = {name: i for i, name in enumerate(classes)}
+    root = os.path.realpath(folder)
+    # Each real folder is entered once: links to a folder already seen (a loop back to a parent or
+    # to itself, or into another class) are skipped, so no image is counted twice.
+    seen = {root}
+    for name in found:
+        real = os.path.realpath(folder / name)
+        if _contains(real, root):
+            raise DataError(f"class folder {folder / name} links to {real}, which contains it (a "
+                            "loop); remove the link")
+        seen.add(real)
     samples = []
     for name in found:
         for dirpath, dirnames, files in os.walk(folder / name, followlinks=True):
-            dirnames.sort()
+            dirnames[:] = [d for d in sorted(dirnames)
+                           if _first_visit(os.path.join(dirpath, d), seen, root)]
             samples.extend((os.path.join(dirpath, f), index[name]) for f in sorted(files)
                            if f.lower().endswith(IMAGE_EXTENSIONS))
     if not samples:

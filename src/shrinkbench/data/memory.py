@@ -21,8 +21,19 @@ class Split:
     y: torch.Tensor
 
 
+def check_split_seed(split_seed: Any) -> int:
+    """The `split_seed` option: an integer in [0, 2**62] (torch seeds generators with it and with
+    it + 1)."""
+    valid = isinstance(split_seed, int) and not isinstance(split_seed, bool)
+    if not valid or not 0 <= split_seed <= 2**62:
+        raise ConfigError(f"data.options.split_seed: expected an integer >= 0 and <= 2**62, got "
+                          f"{split_seed!r}")
+    return split_seed
+
+
 def holdout(n: int, val_count: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, val indices), both sorted, with `val_count` held out by a seeded permutation."""
+    check_split_seed(split_seed)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     return perm[val_count:].sort().values, perm[:val_count].sort().values
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..models.weights import load_failure
 from ..results.files import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
@@ -34,13 +35,14 @@ def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> 
 def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """torch.load with weights_only=True; unreadable files raise CheckpointError naming the file."""
     file = Path(path)
+    if file.is_dir():
+        raise CheckpointError(f"checkpoint {str(file)!r} is a directory, not a file")
     if not file.is_file():
         raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        detail = " ".join(str(exc).split())[:160]
-        raise CheckpointError(f"checkpoint {str(file)!r} cannot be loaded safely: {detail}") from None
+        raise CheckpointError(f"checkpoint {str(file)!r} cannot be loaded: {load_failure(exc)}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, run: str) -> dict[str, Any] | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -28,6 +30,23 @@ def clear_data_cache() -> None:
     _DATA_CACHE.clear()
 
 
+@contextlib.contextmanager
+def options_used(field: str, options: Mapping[str, Any], owner: str,
+                 error: type[ShrinkBenchError]) -> Iterator[None]:
+    """Turn a TypeError, ValueError or AttributeError (an option of the wrong type, deep in a
+    constructor) into one line naming `field`; without options such an error is a bug and passes."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError) as exc:
+        if not options:
+            raise
+        given = json.dumps(dict(options), sort_keys=True, default=repr)
+        given = given if len(given) <= 80 else given[:77] + "..."
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 120 else detail[:117] + "..."
+        raise error(f"{field}: {owner} cannot use {given}: {detail}") from None
+
+
 def eval_batch_size(recipe: RecipeConfig) -> int:
     """The recipe's evaluation batch size (default: 4 x the training batch size)."""
     return recipe.eval_batch_size or 4 * recipe.batch_size
@@ -41,10 +60,11 @@ def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
     if key in _DATA_CACHE:
         _DATA_CACHE.move_to_end(key)
         return _DATA_CACHE[key]
-    bundle = get_data(d.name, data_dir=d.data_dir, batch_size=recipe.batch_size,
-                      eval_batch_size=eval_batch_size(recipe), val_size=d.val_size, seed=cfg.seed,
-                      device=device, download=d.download, augment=d.augment,
-                      num_workers=d.num_workers, **d.options)
+    with options_used("data.options", d.options, f"data set {d.name!r}", ConfigError):
+        bundle = get_data(d.name, data_dir=d.data_dir, batch_size=recipe.batch_size,
+                          eval_batch_size=eval_batch_size(recipe), val_size=d.val_size,
+                          seed=cfg.seed, device=device, download=d.download, augment=d.augment,
+                          num_workers=d.num_workers, **d.options)
     _DATA_CACHE[key] = bundle
     while len(_DATA_CACHE) > DATA_CACHE_SIZE:
         _DATA_CACHE.popitem(last=False)
@@ -53,16 +73,20 @@ def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
 
 def static_info(cfg: Config) -> Any:
     """The data set's facts known without reading it (classes, input shape)."""
-    return dataset_info(cfg.data.name, **cfg.data.options)
+    d = cfg.data
+    with options_used("data.options", d.options, f"data set {d.name!r}", ConfigError):
+        return dataset_info(d.name, **d.options)
 
 
 def build_model(cfg: Config, info: Any, device: torch.device | None = None) -> nn.Module:
     """The zoo model for the data set, initialized from the config seed alone, on `device`."""
     seed = derive_seed(cfg.seed, "init")
     generator = torch.Generator().manual_seed(seed)
-    with seeded_rng(seed, torch.device("cpu")):
-        model = create(cfg.model.name, num_classes=info.num_classes,
-                       input_shape=tuple(info.input_shape), generator=generator, **cfg.model.options)
+    m = cfg.model
+    with seeded_rng(seed, torch.device("cpu")), options_used("model.options", m.options,
+                                                             f"model {m.name!r}", ModelError):
+        model = create(m.name, num_classes=info.num_classes, input_shape=tuple(info.input_shape),
+                       generator=generator, **m.options)
     if device is not None:
         model = place_model(model, device, use_channels_last(cfg.channels_last, info.input_shape))
     return model
@@ -118,6 +142,11 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
     try:
         model = build_model(cfg, info)
     except ModelError as exc:
+        text = str(exc)
+        if text.startswith("model.options:"):
+            raise
+        if any(re.search(rf"\b{re.escape(key)}\b", text) for key in cfg.model.options):
+            raise ModelError(f"model.options: {text}") from None  # the constructor refused an option
         raise ModelError(f"model.name: {exc} (data set {cfg.data.name!r}, input "
                          f"{tuple(info.input_shape)})") from None
     if cfg.dense.source != "train":

@@ -21,11 +21,12 @@ import yaml
 
 from ..common import DENSE_SECTIONS, set_dotted
 from ..errors import ConfigError
-from ..results.files import read_yaml
+from ..results.files import YAMLRefused, parse_yaml, read_yaml, yaml_problem
 from .ids import UNHASHED, compute_ids
 from .plugins import load_plugins, resolve_plugins
 from .validate import (NO_STRATEGY, build, check_options, check_section, data_options,
-                       field_path, model_options, strategy_options, to_plain)
+                       field_path, model_options, strategy_defaults, strategy_options, to_plain,
+                       without_defaults)
 
 
 def _f(default: Any = None, help: str = "", check: str | None = None, names: str | None = None,
@@ -155,6 +156,7 @@ class PruningConfig(_Section):
                               f"{self.compression:g}")
         valid, required = strategy_options(self.strategy)
         check_options(field_path("options"), self.options, valid, self.strategy)
+        object.__setattr__(self, "options", without_defaults(self.options, strategy_defaults(self.strategy)))
         missing = [name for name in required if name not in self.options]
         if missing:
             raise ConfigError(f"{field_path('options')}: strategy {self.strategy!r} needs option(s) "
@@ -248,7 +250,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, "
                               "e.g. finetune.lr=0.01")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
+        except YAMLRefused as exc:
+            raise ConfigError(f"--set {key}: {yaml_problem(exc)}") from None
         except yaml.YAMLError:
             value = text
         set_dotted(out, key, value)

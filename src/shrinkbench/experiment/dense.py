@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..common import CONFIG_FILE, EPOCHS_FILE, LAYERS_FILE, METRICS_FILE, MODEL_FILE
+from ..errors import StoreError
 from ..metrics import compression_ratio, count_macs, count_parameters, layer_table, model_size
 from ..results.files import dense_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
@@ -38,7 +40,10 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def read_csv_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by write_csv, numbers and JSON lists decoded."""
+    """Rows of a CSV written by write_csv, numbers and JSON lists decoded; [] when there is no file.
+
+    A row with missing or extra cells (a truncated file) or undecodable text raises StoreError.
+    """
     if not path.is_file():
         return []
 
@@ -50,8 +55,50 @@ def read_csv_rows(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             return text
 
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StoreError(f"{path} cannot be read: {exc}") from None
+    if text and not text.endswith("\n"):  # write_csv ends every line, the last one included
+        raise StoreError(f"{path} is truncated: its last line is cut")
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise StoreError(f"{path} is truncated or corrupt: line {number} has "
+                             f"{'too many' if None in row else 'too few'} cells")
+    return [{k: cell(v) for k, v in row.items()} for row in rows]
+
+
+def read_epochs(path: Path) -> list[dict[str, Any]]:
+    """The rows of an epochs.csv, each with an integer `epoch`; StoreError when it is corrupt."""
+    rows = read_csv_rows(path)
+    for row in rows:
+        if isinstance(row.get("epoch"), bool) or not isinstance(row.get("epoch"), int):
+            raise StoreError(f"{path} is corrupt: epoch {row.get('epoch')!r} is not a whole number")
+    return rows
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """The metrics in a metrics.json, or None when it is missing or unreadable (truncated, not JSON)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def finished(folder: Path) -> bool:
+    """Whether a run or dense folder is complete: its metrics.json and epochs.csv read back whole.
+
+    A folder whose files were damaged after the fact counts as unfinished, so it is done again.
+    """
+    if read_metrics(folder / METRICS_FILE) is None:
+        return False
+    try:
+        read_epochs(folder / EPOCHS_FILE)
+    except StoreError:
+        return False
+    return True
 
 
 def summarize(model: Any, info: Any, device: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -121,8 +168,7 @@ def dense_metrics(cfg: Config, out_dir: str | os.PathLike) -> dict[str, Any] | N
     """The recorded metrics of the cached dense model of `cfg`, or None when it is not trained."""
     if cfg.dense.source != "train":
         return None
-    path = dense_dir(out_dir, cfg.dense_id, create=False) / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_metrics(dense_dir(out_dir, cfg.dense_id, create=False) / METRICS_FILE)
 
 
 def ensure_dense(cfg: Config, out_dir: str | os.PathLike, *, progress: bool = False,
@@ -136,10 +182,9 @@ def ensure_dense(cfg: Config, out_dir: str | os.PathLike, *, progress: bool = Fa
     if cfg.dense.source != "train":
         return Path(cfg.dense.source)
     folder = dense_dir(out_dir, cfg.dense_id)
-    done = folder / METRICS_FILE
-    if not done.is_file():
+    if not finished(folder):
         with file_lock(folder / ".lock"):
-            if not done.is_file():
+            if not finished(folder):
                 write_yaml(folder / CONFIG_FILE, dense_config(cfg))
                 with pinned_threads(cfg.threads):
                     _train(cfg, cfg.dense_id, folder, progress, on_epoch)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..metrics import evaluate
+from ..pruning import hold
 from .config import RecipeConfig
 from .optim import lr_at, make_optimizer, set_lr
 
@@ -116,6 +117,7 @@ def fit(
     optimizer = make_optimizer(model.parameters(), recipe)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    held = hold(optimizer, model)  # pruned entries stay exactly zero after every step
     loss_fn = nn.CrossEntropyLoss()
     remaining = recipe.epochs - start_epoch
     progress = progress and remaining > 0 and sys.stderr.isatty()
@@ -145,5 +147,6 @@ def fit(
                                                           or done == recipe.epochs):
                 save(done, optimizer, rows)
     finally:
+        held.remove()
         bar.close()
     return rows

@@ -43,6 +43,8 @@ def resolve_plugins(specs: Iterable[str], base_dir: str | os.PathLike | None = N
             path = Path(spec).expanduser()
             if not path.is_absolute():
                 path = Path(base_dir or ".") / path
+            if path.is_dir():
+                raise ConfigError(f"plugins: {str(path)!r} is a directory, not a .py file")
             if not path.is_file():
                 raise ConfigError(f"plugins: file {str(path)!r} does not exist")
             spec = str(path.resolve())
@@ -87,10 +89,20 @@ def load_plugin(spec: str) -> Any:
     except ModuleNotFoundError as exc:
         if _is_file(spec) or exc.name != spec.split(".")[0] and exc.name != spec:
             raise ConfigError(f"plugins: {spec!r} failed to import: {exc}") from None
+        if Path(spec).is_dir():
+            raise ConfigError(f"plugins: {spec!r} is a directory and no importable module; give a "
+                              ".py file or a module name") from None
         raise ConfigError(f"plugins: no module named {spec!r} (give an importable module or a .py "
                           "file)") from None
     except ValueError as exc:  # e.g. a name registered twice
         raise ConfigError(f"plugins: {spec!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the plugin's own code failed: a user error, one line
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.lineno:
+            where = f" (line {exc.lineno})"
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"plugins: {spec!r} failed to import{where}: {type(exc).__name__}: "
+                          f"{detail}") from None
     _LOADED[spec] = module
     return module
 

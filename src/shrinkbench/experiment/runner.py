@@ -6,7 +6,6 @@ It writes only its run folder (runs/<run id>/); the scheduler records the store 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..common import CONFIG_FILE, EPOCHS_FILE, LAYERS_FILE, METRICS_FILE, MODEL_FILE
-from ..errors import PruningError
+from ..errors import PruningError, StoreError
 from ..models import load_weights
 from ..pruning import masked_parameters, prune
 from ..pruning.masks import load_state_dict
@@ -23,7 +22,8 @@ from ..results.files import run_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
 from .components import build_model, load_data, preflight
 from .config import Config, config_to_dict
-from .dense import dense_metrics, ensure_dense, file_lock, read_csv_rows, split_metrics, summarize
+from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epochs, read_metrics,
+                    split_metrics, summarize)
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, fit, seeded_rng
 
@@ -68,10 +68,13 @@ def check_masks_hold(model: nn.Module) -> None:
 
 def _cached(folder: Path, on_epoch: EpochHook | None) -> dict[str, Any]:
     """A finished run's metrics from its folder, its epochs replayed through `on_epoch`."""
+    metrics = read_metrics(folder / METRICS_FILE)
+    if metrics is None:
+        raise StoreError(f"{folder / METRICS_FILE} cannot be read")
     if on_epoch is not None:
-        for row in read_csv_rows(folder / EPOCHS_FILE):
-            on_epoch(PHASE, int(row["epoch"]), row)
-    return json.loads((folder / METRICS_FILE).read_text())
+        for row in read_epochs(folder / EPOCHS_FILE):
+            on_epoch(PHASE, row["epoch"], row)
+    return metrics
 
 
 def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
@@ -162,6 +165,6 @@ def execute(cfg: Config, out_dir: str | os.PathLike, *, progress: bool = False,
     with file_lock(folder / ".lock"), pinned_threads(cfg.threads):
         if force:
             clear_run(out_dir, cfg)
-        if (folder / METRICS_FILE).is_file():
+        if finished(folder):  # a damaged metrics.json or epochs.csv: the run is done again
             return _cached(folder, on_epoch)
         return _run(cfg, folder, out_dir, progress, on_epoch)

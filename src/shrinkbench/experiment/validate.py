@@ -29,6 +29,7 @@ NAMES: Registry[Callable[[str], str]] = Registry("name kind")
 _PREFIX: ContextVar[str] = ContextVar("config_prefix", default="")
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+INT_LIMIT = 2**63  # integers must fit a signed 64-bit integer (torch, NumPy, SQLite)
 NO_STRATEGY = "none"  # the strategy of the unpruned control (compression 1): nothing is scored
 
 
@@ -46,8 +47,20 @@ CHECKS.add("val_size", _range(lambda v: v >= 0 if isinstance(v, int) else 0 <= v
 CHECKS.add("precision", _range(lambda v: v in ("fp32", "bf16"), "one of: fp32, bf16"))
 CHECKS.add("device", _range(lambda v: v in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", v),
                             "one of: auto, cpu, cuda, cuda:N, mps"))
-CHECKS.add("dense_source", _range(lambda v: v == "train" or Path(v).is_file(),
-                                  "'train' or an existing checkpoint file"))
+
+
+class Refusal(str):
+    """What a check returns to refuse a value with this whole sentence (not "expected ...")."""
+
+
+@CHECKS.register("dense_source")
+def _dense_source(value: str) -> str | None:
+    if value == "train" or Path(value).is_file():
+        return None
+    if Path(value).is_dir():
+        return Refusal(f"{value!r} is a directory; expected 'train' or a checkpoint file")
+    return "'train' or an existing checkpoint file"
+
 CHECKS.add("plugin", _range(lambda v: bool(v.strip()), "a module name or a .py file"))
 
 
@@ -63,6 +76,8 @@ NAMES.add("schedule", SCHEDULES.canonical)
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, int) and abs(value) >= 10**60:  # str() of a huge int is slow, or refused
+        return f"an integer of {math.floor(math.log10(abs(value))) + 1} digits"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -71,15 +86,39 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), _show(value))
 
 
+class FrozenDict(dict):
+    """A mapping of config options that cannot be changed in place (a Config is immutable: change
+    it with dataclasses.replace, which checks the new value)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("config options are read-only; build a new config with dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (FrozenDict, (dict(self),))
+
+
 def fail(path: str, expected: str, value: Any) -> ConfigError:
     """The one-line error of a field: `path: expected ..., got ...`."""
     return ConfigError(f"{path}: expected {expected}, got {_kind(value)}")
 
 
+def _sane_int(path: str, value: int) -> int:
+    if not -INT_LIMIT < value < INT_LIMIT:
+        raise fail(path, "an integer between -2**63 and 2**63 (exclusive)", value)
+    return value
+
+
 def plain_value(path: str, value: Any) -> Any:
     """Plain YAML data (for free-form options): scalars, lists and string-keyed mappings."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        return _sane_int(path, value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise fail(path, "a finite number", value)
@@ -92,7 +131,7 @@ def plain_value(path: str, value: Any) -> Any:
             if not isinstance(key, str):
                 raise ConfigError(f"{path}: keys must be strings, got {_show(key)}")
             out[key] = plain_value(f"{path}.{key}", v)
-        return out
+        return FrozenDict(out)
     raise fail(path, "plain data (numbers, strings, lists, mappings)", value)
 
 
@@ -124,12 +163,14 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(path, "an integer", value)
-        return value
+        return _sane_int(path, value)
     if tp is float:
         if isinstance(value, str) and _FLOAT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(path, "a number", value)
+        if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
+            raise fail(path, "a finite number (at most 2**63 in size)", value)
         if not math.isfinite(value):
             raise fail(path, "a finite number", value)
         return float(value)
@@ -147,6 +188,8 @@ def _check(meta: Mapping[str, Any], value: Any, path: str) -> Any:
     if check:
         for item in value if isinstance(value, tuple) else (value,):
             expected = CHECKS.get(check)(item)
+            if isinstance(expected, Refusal):
+                raise ConfigError(f"{path}: {expected}")
             if expected:
                 raise fail(path, expected, item)
     kind = meta.get("names")
@@ -294,6 +337,25 @@ def data_options(name: str) -> list[str]:
 def strategy_options(name: str) -> tuple[list[str], list[str]]:
     """(every option, the required ones) of a strategy's score function."""
     return _strategy_options(STRATEGIES.get(name))
+
+
+def without_defaults(options: Mapping[str, Any], defaults: Mapping[str, Any]) -> FrozenDict:
+    """`options` less those equal to their default (an int given for a float default counts as that
+    float), so that a run with `power: 1` and one that leaves the default 1.0 are the same run."""
+    out = {}
+    for key, value in options.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not _MISSING and type(value) is type(default) and value == default:
+            continue
+        out[key] = value
+    return FrozenDict(out)
+
+
+def strategy_defaults(name: str) -> dict[str, Any]:
+    """The options of a strategy that have defaults, with them."""
+    return STRATEGIES.get(name).option_defaults()
 
 
 def to_plain(obj: Any) -> Any:

@@ -24,7 +24,7 @@ from shrinkbench.metrics._common import (
     per_example,
     single_example,
 )
-from shrinkbench.metrics.macs import mac_rule
+from shrinkbench.metrics.macs import WEIGHTED_LAYERS, mac_rule
 
 CATEGORIES = ("normalization", "pooling", "activation", "addition")
 
@@ -165,7 +165,7 @@ def count_other_ops(model: nn.Module, example_input: ExampleInput) -> dict[str, 
     handles = []
     for module in model.modules():
         category = next((MODULE_CATEGORIES[c] for c in type(module).__mro__ if c in MODULE_CATEGORIES), None)
-        if category is not None or mac_rule(module) is not None:
+        if category is not None or isinstance(module, WEIGHTED_LAYERS) or mac_rule(module) is not None:
             handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(make_exit(category), always_call=True))
     try:

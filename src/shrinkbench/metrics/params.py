@@ -9,8 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from shrinkbench.metrics._common import kept_entries
-from shrinkbench.pruning.masks import get_mask
+from shrinkbench.pruning.masks import masked_parameters
 
 
 class ParamCount(NamedTuple):
@@ -28,22 +27,28 @@ class SizeReport(NamedTuple):
     sparse_bytes: int
 
 
-def _own_parameters(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Parameter]]:
-    """Yield (module, name, parameter) once per distinct parameter, shared ones at their first owner."""
+def _own_parameters(model: nn.Module) -> Iterator[tuple[nn.Parameter, torch.Tensor | None]]:
+    """Yield (parameter, its mask or None) once per distinct parameter: a shared (tied) parameter is
+    counted once, with the mask of whichever module holds one for it."""
+    masks = {id(module._parameters[local]): mask for _, module, local, mask in masked_parameters(model)}
     seen: set[int] = set()
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if id(param) not in seen:
+    for module in model.modules(remove_duplicate=False):
+        for param in module._parameters.values():
+            if param is not None and id(param) not in seen:
                 seen.add(id(param))
-                yield module, name, param
+                yield param, masks.get(id(param))
+
+
+def _kept(param: torch.Tensor, mask: torch.Tensor | None) -> int:
+    return param.numel() if mask is None else int(torch.count_nonzero(mask).item())
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
     """Count all parameter entries, those not removed by a mask, and those whose value is nonzero."""
     total = nonzero = nonzero_values = 0
-    for module, name, param in _own_parameters(model):
+    for param, mask in _own_parameters(model):
         total += param.numel()
-        nonzero += kept_entries(module, name, param)
+        nonzero += _kept(param, mask)
         nonzero_values += int(torch.count_nonzero(param.detach()).item())
     return ParamCount(total, nonzero, nonzero_values)
 
@@ -59,11 +64,11 @@ def compression_ratio(model: nn.Module) -> float:
 def model_size(model: nn.Module) -> SizeReport:
     """Bytes of the parameters stored densely, and with masked ones as kept values plus a bitmask."""
     dense = sparse = 0
-    for module, name, param in _own_parameters(model):
+    for param, mask in _own_parameters(model):
         size = param.numel() * param.element_size()
         dense += size
-        if get_mask(module, name) is None:
+        if mask is None:
             sparse += size
         else:
-            sparse += kept_entries(module, name, param) * param.element_size() + math.ceil(param.numel() / 8)
+            sparse += _kept(param, mask) * param.element_size() + math.ceil(param.numel() / 8)
     return SizeReport(dense, sparse)

@@ -7,18 +7,21 @@ from typing import Any
 from torch import nn
 
 from shrinkbench.metrics._common import ExampleInput, kept_entries
-from shrinkbench.metrics.macs import count_macs, mac_layers
+from shrinkbench.metrics.macs import count_macs
 
 COLUMNS = ("name", "kind", "shape", "params", "nonzero", "density", "macs_dense", "macs_sparse")
 
 
 def layer_table(model: nn.Module, example_input: ExampleInput) -> list[dict[str, Any]]:
-    """One row per conv/linear layer: name, kind, weight shape, parameters, kept entries, density, MACs."""
+    """One row per layer with MACs (and per conv/linear layer): name, kind, weight shape, own
+    parameters, kept entries, density, MACs."""
     report = count_macs(model, example_input)
     rows = []
-    for (name, module, _), macs in zip(mac_layers(model), report.layers):
+    for macs in report.layers:
+        name = macs.name
+        module = model.get_submodule(name) if name else model
         own = list(module.named_parameters(recurse=False))
-        weight = getattr(module, "weight", None)
+        weight = module._parameters.get("weight")
         rows.append(
             {
                 "name": name,

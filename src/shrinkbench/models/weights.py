@@ -29,8 +29,8 @@ def _check_sha256(sha256: str) -> str:
     return digest
 
 
-def _reason(exc: BaseException) -> str:
-    """One short clause from torch.load's (long, multi-line) error messages."""
+def load_failure(exc: BaseException) -> str:
+    """One short clause from torch.load's (long, multi-line, ANSI-coloured) error messages."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\. |\n\n|$)", text, re.S)
     if found:
@@ -49,7 +49,7 @@ def _read(path: Path, label: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read weights file {label}: {_reason(exc)}") from None
+        raise CheckpointError(f"cannot read weights file {label}: {load_failure(exc)}") from None
     state = unwrap_state_dict(obj, f"weights file {label}")
     if all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -114,6 +114,8 @@ def load_weights(
     else:
         path = Path(source).expanduser()
         label = str(path)
+        if path.is_dir():
+            raise CheckpointError(f"weights file {label} is a directory, not a file")
         if not path.is_file():
             raise CheckpointError(f"weights file {label} does not exist")
         if digest is not None:

@@ -3,10 +3,12 @@
 from .allocation import ALLOCATIONS
 from .api import PruneResult, prune
 from .masks import (
+    Hold,
     apply_masks,
     attach_mask,
     densities,
     get_mask,
+    hold,
     load_state_dict,
     masked_parameters,
     remove_masks,
@@ -23,6 +25,7 @@ from .strategies import (
 
 __all__ = [
     "ALLOCATIONS",
+    "Hold",
     "STRATEGIES",
     "PruneResult",
     "ScoreContext",
@@ -32,6 +35,7 @@ __all__ = [
     "classifier_name",
     "densities",
     "get_mask",
+    "hold",
     "list_strategies",
     "load_state_dict",
     "masked_parameters",

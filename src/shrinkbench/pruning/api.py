@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..common import MASK_SUFFIX
 from ..errors import CompressionError, PruningError
 from .allocation import ALLOCATIONS
-from .masks import _resolve, attach_mask, masked_parameters
+from .masks import _resolve, apply_masks, attach_mask, masked_parameters
 from .prunable import prunable_parameters
 from .scores import Batch, ScoreContext
 from .strategies import STRATEGIES, Strategy
@@ -47,13 +47,25 @@ def parameter_counts(model: nn.Module) -> tuple[int, dict[int, int]]:
     return total, kept
 
 
+def _short(value: Any) -> str:
+    """A value for a one-line message: huge integers by their digit count, long texts cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**60:
+        return f"an integer of {math.floor(math.log10(abs(value))) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def keep_count(total: int, fixed_nonzero: int, compression: Any) -> int:
     """Prunable entries to keep so that the model's nonzero count is floor(total / compression)."""
     if isinstance(compression, bool) or not isinstance(compression, numbers.Real):
-        raise CompressionError(f"compression must be a number >= 1, got {compression!r}")
-    if not math.isfinite(compression) or compression < 1:
-        raise CompressionError(f"compression must be a finite number >= 1, got {compression!r}")
-    compression = float(compression)
+        raise CompressionError(f"compression must be a number >= 1, got {_short(compression)}")
+    try:
+        value = float(compression)
+    except OverflowError:  # an integer beyond the float range, e.g. 10**400
+        value = math.inf
+    if not math.isfinite(value) or value < 1:
+        raise CompressionError(f"compression must be a finite number >= 1, got {_short(compression)}")
+    compression = value
     target = math.floor(total / compression)
     keep = target - fixed_nonzero
     if keep < 0:
@@ -146,6 +158,7 @@ def prune(
     for name, (owner, local) in owners.items():
         attach_mask(owner, local, keep_masks[name], check=False)
         kept[name] = int(keep_masks[name].count_nonzero())
+    apply_masks(model)  # and a load through `model` re-zeroes tied copies of masked parameters
     nonzero = fixed_nonzero + sum(kept.values())
     return PruneResult(
         strategy=strat.name,

@@ -1,68 +1,48 @@
-"""Binary masks kept as buffers beside parameters, re-applied after every optimizer step and load.
+"""Binary masks kept as buffers beside parameters, held through optimizer steps and loads.
 
-A mask for parameter `weight` of module `m` is the persistent buffer `m.weight_mask`. The masked
-Parameter carries a small link back to its module (`_Link`), which a global optimizer step
-post-hook follows to re-zero exactly the parameters an optimizer stepped: one in-place multiply
-per masked tensor, nothing per forward. Parameter.__deepcopy__ drops attributes, so the module's
-load-state-dict post-hook (`_AfterLoad`) relinks the copied parameters when it is deep-copied.
+A mask for parameter `weight` of module `m` is the persistent buffer `m.weight_mask` (1 keep,
+0 pruned). Masks are found from the module, never from the Parameter object, so a Parameter that
+PyTorch swaps or re-creates (`.double()` under `torch.__future__` conversion settings) stays masked.
+
+Nothing global is installed: an optimizer keeps masks exact only when asked, with
+`hold(optimizer, model)` (a per-optimizer step post-hook, also a context manager), which the
+library's own training loop uses. Loading a state dict re-zeroes pruned entries through a
+load-state-dict post-hook on each masked module and on the model `prune()` was given (so a tied
+parameter loaded again under another module's key is re-zeroed too). Pruned entries are set to
+exactly zero (`masked_fill_`), so a NaN or inf there does not survive as `0 * nan`.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import weakref
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..common import MASK_SUFFIX
 from ..errors import PruningError
 
 SUFFIX = MASK_SUFFIX
-_LINK = "_shrinkbench_mask"
 
-
-class _Link:
-    """Parameter -> (owning module, parameter name, mask name); weak, pickled strongly."""
-
-    __slots__ = ("ref", "name", "key")
-
-    def __init__(self, module: nn.Module | None, name: str) -> None:
-        self.ref = weakref.ref(module) if module is not None else (lambda: None)
-        self.name = name
-        self.key = name + SUFFIX
-
-    def __reduce__(self) -> tuple:
-        return (_Link, (self.ref(), self.name))
+# Bookkeeping only (no hook, no behaviour): the modules that hold masks, so that `hold(optimizer)`
+# without a model can find them, and a counter that changes whenever masks are added or removed.
+_MASKED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+_GENERATION = [0]
+# The pruned positions (mask == 0) of each mask tensor, by the mask's version counter.
+_PRUNED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 class _AfterLoad:
-    """Load-state-dict post-hook re-zeroing pruned entries; relinks its module's copies."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, module: nn.Module | None) -> None:
-        self.ref = weakref.ref(module) if module is not None else (lambda: None)
+    """Load-state-dict post-hook: re-zero the pruned entries of the module it is called on and of
+    every module below it (stateless: copies and pickles as is)."""
 
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
-        _apply_module(module)
-
-    def __deepcopy__(self, memo: dict) -> _AfterLoad:
-        old = self.ref()
-        new = memo.get(id(old)) if old is not None else None
-        if new is None:
-            return _AfterLoad(None)
-        for key in _mask_keys(old):
-            local = key[: -len(SUFFIX)]
-            # Copy through the memo: the copy of the module's _parameters will reuse this object.
-            param = copy.deepcopy(old._parameters[local], memo)
-            param.__dict__[_LINK] = _Link(new, local)
-        return _AfterLoad(new)
-
-    def __reduce__(self) -> tuple:
-        return (_AfterLoad, (self.ref(),))
+        for sub in module.modules():
+            if sub._buffers:
+                _zero_module(sub)
 
 
 def _mask_keys(module: nn.Module) -> list[str]:
@@ -98,44 +78,130 @@ def get_mask(module: nn.Module, name: str) -> Tensor | None:
     return owner._buffers.get(local + SUFFIX)
 
 
-def _apply_module(module: nn.Module) -> None:
-    """Relink and re-zero every masked parameter of `module` (not its children)."""
+def _pruned(mask: Tensor) -> Tensor:
+    """The positions a mask prunes (bool), computed once per version of the mask."""
+    hit = _PRUNED.get(mask)
+    if hit is None or hit[0] != mask._version:
+        hit = (mask._version, mask == 0)
+        _PRUNED[mask] = hit
+    return hit[1]
+
+
+def _zero(param: Tensor, mask: Tensor, pruned: Tensor) -> None:
+    """Pruned entries of `param` set to exactly zero (no grad). On CPU a multiply by the mask is an
+    order of magnitude faster than masked_fill_, but leaves NaN where NaN or inf was (0 * nan): a
+    sum over the tensor, one more cheap pass, detects that case, and masked_fill_ then fixes it."""
+    if param.device.type != "cpu":
+        param.masked_fill_(pruned, 0)
+        return
+    param.mul_(mask)
+    if not math.isfinite(float(param.sum())):
+        param.masked_fill_(pruned, 0)
+
+
+def _zero_module(module: nn.Module) -> int:
+    """Set the pruned entries of `module`'s own masked parameters to exactly zero; how many tensors."""
+    keys = _mask_keys(module)
     with torch.no_grad():
-        for key in _mask_keys(module):
-            local = key[: -len(SUFFIX)]
-            param = module._parameters[local]
-            param.__dict__[_LINK] = _Link(module, local)
-            param.mul_(module._buffers[key])
-
-
-def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer post-hook: re-apply the masks of the parameters this optimizer stepped."""
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                link = param.__dict__.get(_LINK)
-                if link is not None:
-                    module = link.ref()
-                    # The parameter may have been replaced in its module since it was masked.
-                    if module is not None and module._parameters.get(link.name) is param:
-                        mask = module._buffers.get(link.key)
-                        if mask is not None:
-                            param.mul_(mask)
-
-
-_STEP_HOOK = register_optimizer_step_post_hook(_after_step)
+        for key in keys:
+            param = module._parameters[key[: -len(SUFFIX)]]
+            mask = module._buffers[key]
+            if mask.device != param.device or mask.shape != param.shape:
+                raise PruningError(f"mask {key!r} of {type(module).__name__} ({tuple(mask.shape)}, "
+                                   f"{mask.device}) no longer fits its parameter "
+                                   f"({tuple(param.shape)}, {param.device})")
+            _zero(param, mask, _pruned(mask))
+    return len(keys)
 
 
 def _install_hook(module: nn.Module) -> None:
     hooks = module._load_state_dict_post_hooks
     if not any(isinstance(h, _AfterLoad) for h in hooks.values()):
-        module.register_load_state_dict_post_hook(_AfterLoad(module))
+        module.register_load_state_dict_post_hook(_AfterLoad())
 
 
 def _uninstall_hook(module: nn.Module) -> None:
     hooks = module._load_state_dict_post_hooks
     for key in [k for k, h in hooks.items() if isinstance(h, _AfterLoad)]:
         del hooks[key]
+
+
+def _changed() -> None:
+    _GENERATION[0] += 1
+
+
+class Hold:
+    """Keeps the masks exact after every step of one optimizer (see `hold`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module | None = None) -> None:
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise PruningError("masks cannot be held by LBFGS: its closure runs on the weights of "
+                               "its line search, between steps, where pruned entries are not zero; "
+                               "use SGD, Adam or AdamW")
+        self._optimizer = weakref.ref(optimizer)
+        self._model = weakref.ref(model) if model is not None else None
+        self._generation = -1
+        self._entries: list[list[Any]] = []
+        self._handle = optimizer.register_step_post_hook(self._after_step)
+
+    def _refresh(self) -> None:
+        if self._model is not None:
+            model = self._model()
+            found = [m for m in model.modules() if _mask_keys(m)] if model is not None else []
+        else:
+            optimizer = self._optimizer()
+            held = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
+            found = [m for m in list(_MASKED)
+                     if any(id(m._parameters.get(k[: -len(SUFFIX)])) in held for k in _mask_keys(m))]
+        for module in found:
+            _zero_module(module)  # checks that every mask still fits its parameter
+        # [module, parameter name, mask name, mask, mask version, pruned positions]
+        self._entries = [[weakref.ref(m), key[: -len(SUFFIX)], key, None, -1, None]
+                         for m in found for key in _mask_keys(m)]
+        self._generation = _GENERATION[0]
+
+    @torch.compiler.disable
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._generation != _GENERATION[0]:
+            self._refresh()
+        with torch.no_grad():
+            for entry in self._entries:
+                module = entry[0]()
+                if module is None:
+                    continue
+                mask = module._buffers.get(entry[2])
+                if mask is None:
+                    continue
+                if mask is not entry[3] or mask._version != entry[4]:
+                    entry[3], entry[4], entry[5] = mask, mask._version, mask == 0
+                # looked up at every step: a Parameter that PyTorch replaced is masked all the same
+                _zero(module._parameters[entry[1]], mask, entry[5])
+
+    def apply(self) -> None:
+        """Zero the pruned entries now (as after a step)."""
+        self._after_step(self._optimizer(), (), {})
+
+    def remove(self) -> None:
+        """Stop holding the masks."""
+        self._handle.remove()
+
+    def __enter__(self) -> "Hold":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def hold(optimizer: torch.optim.Optimizer, model: nn.Module | None = None) -> Hold:
+    """Keep pruned entries exactly zero after every `optimizer.step()`; returns a handle (`remove()`)
+    that is also a context manager.
+
+    With `model`, the masks are read from its modules at each step, so parameters that PyTorch
+    replaced stay masked; without it, the masked modules whose parameters this optimizer steps.
+    """
+    handle = Hold(optimizer, model)
+    handle.apply()
+    return handle
 
 
 def _as_mask(param: Tensor, mask: Any, name: str, check: bool) -> Tensor:
@@ -166,10 +232,12 @@ def attach_mask(module: nn.Module, name: str, mask: Tensor, *, check: bool = Tru
             )
         buffer = new.clone() if new.data_ptr() == mask.data_ptr() else new
         owner.register_buffer(key, buffer, persistent=True)
-    with torch.no_grad():
-        param.mul_(buffer)
-    param.__dict__[_LINK] = _Link(owner, local)
     _install_hook(owner)
+    if owner is not module:
+        _install_hook(module)  # a load through the root re-zeroes tied copies loaded after the owner
+    _MASKED.add(owner)
+    _changed()
+    _zero_module(owner)
     return buffer
 
 
@@ -182,28 +250,28 @@ def masked_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, T
 
 
 def apply_masks(model: nn.Module) -> int:
-    """Relink and re-zero every masked parameter; returns how many tensors are masked."""
+    """Set every pruned entry to exactly zero now; returns how many tensors are masked."""
     count = 0
     for module in model.modules():
-        keys = _mask_keys(module)
-        if keys:
-            _apply_module(module)
+        if _mask_keys(module):
+            count += _zero_module(module)
             _install_hook(module)
-            count += len(keys)
+            _MASKED.add(module)
+    _install_hook(model)
+    _changed()
     return count
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
     """Bake the masks in: pruned entries stay zero, mask buffers and hooks go; returns `model`."""
-    with torch.no_grad():
-        for _, module, local, mask in list(masked_parameters(model)):
-            param = module._parameters[local]
-            param.mul_(mask)
-            param.__dict__.pop(_LINK, None)
-            del module._buffers[local + SUFFIX]
+    for _, module, local, mask in list(masked_parameters(model)):
+        _zero_module(module)
+        del module._buffers[local + SUFFIX]
     for module in model.modules():
         if not _mask_keys(module):
             _uninstall_hook(module)
+            _MASKED.discard(module)
+    _changed()
     return model
 
 
@@ -226,4 +294,5 @@ def load_state_dict(model: nn.Module, state: Mapping[str, Any], strict: bool = T
             continue  # not the mask of one of our parameters: torch's own key checks report it
         if owner._buffers.get(local + SUFFIX) is None:
             attach_mask(owner, local, value)
+    _install_hook(model)
     return model.load_state_dict(state, strict=strict)

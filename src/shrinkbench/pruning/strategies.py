@@ -40,6 +40,10 @@ class Strategy:
         """Keyword options of the score function (after `params, ctx`), sorted."""
         return sorted(p.name for p in self._option_parameters())
 
+    def option_defaults(self) -> dict[str, object]:
+        """The options that have a default value, with it."""
+        return {p.name: p.default for p in self._option_parameters() if p.default is not p.empty}
+
     def required_options(self) -> list[str]:
         """The options without a default value."""
         return sorted(p.name for p in self._option_parameters() if p.default is p.empty)

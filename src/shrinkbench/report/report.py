@@ -207,15 +207,32 @@ def write_report(out_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     target = Path(out) if out is not None else Path(out_dir) / f"report.{kind}"
     if target.is_dir():
         raise ConfigError(f"report output {target} is a folder; give a file name such as report.{kind}")
+    _check_writable(target)
     doc = build_report(out_dir, literature=literature, title=title)
-    if kind == "html":
-        atomic_write_bytes(target, to_html(doc).encode("utf-8"))
-        return target
-    image_dir = target.parent / f"{target.stem}_files"
-    text, files = to_markdown(doc, image_dir, image_dir.name)
-    _replace_folder(image_dir, files)
-    atomic_write_bytes(target, text.encode("utf-8"))
+    try:
+        if kind == "html":
+            atomic_write_bytes(target, to_html(doc).encode("utf-8"))
+            return target
+        image_dir = target.parent / f"{target.stem}_files"
+        text, files = to_markdown(doc, image_dir, image_dir.name)
+        _replace_folder(image_dir, files)
+        atomic_write_bytes(target, text.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"report output {target} cannot be written: "
+                          f"{exc.strerror or exc}") from None
     return target
+
+
+def _check_writable(target: Path) -> None:
+    """Refuse, before the report is built, an output path whose folder cannot be made or written."""
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"report output {target} cannot be written: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"report output {target} cannot be written: folder {folder} is not "
+                          "writable")
 
 
 def _replace_folder(folder: Path, files: dict[Path, bytes]) -> None:

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import yaml
+
 from ..common import DENSE_DIR, RUNS_DIR
 from ..errors import ShrinkBenchError, StoreError
 
@@ -32,11 +34,32 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"value {obj!r} of type {type(obj).__name__} is not JSON serializable")
 
 
-def to_json(obj: Any, *, canonical: bool = False) -> str:
-    """JSON text of `obj`; canonical = sorted keys, no spaces."""
+def finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (inf, -inf, nan) replaced by None, numpy values made plain."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, type(None))):
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    try:
+        plain = json_default(obj)
+    except TypeError:
+        return obj  # json.dumps raises the same TypeError, naming the value
+    return finite(plain)
+
+
+def to_json(obj: Any, *, canonical: bool = False, strict: bool = True) -> str:
+    """JSON text of `obj`; canonical = sorted keys, no spaces. Strict JSON writes non-finite floats
+    as null, never Infinity or NaN; `strict=False` keeps them (the store, read back by Python)."""
+    if strict:
+        obj = finite(obj)
     if canonical:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default)
-    return json.dumps(obj, sort_keys=True, indent=2, default=json_default)
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=not strict,
+                          default=json_default)
+    return json.dumps(obj, sort_keys=True, indent=2, allow_nan=not strict, default=json_default)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -97,8 +120,6 @@ def _plain(obj: Any) -> Any:
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as YAML (yaml.safe_dump, key order kept), atomically."""
-    import yaml
-
     return atomic_write_text(path, yaml.safe_dump(_plain(obj), sort_keys=False))
 
 
@@ -152,21 +173,136 @@ def dense_dir(out_dir: str | os.PathLike, dense_id: str, create: bool = True) ->
     return folder
 
 
-def read_yaml(path: str | os.PathLike, what: str, error: type[ShrinkBenchError]) -> Any:
-    """The YAML document in `path` (safe_load; an empty file is None). A missing, unreadable or
-    invalid file raises `error` naming it as `what` ("config file", "sweep spec", ...)."""
-    import yaml
+# Limits of what a YAML file may ask for: configs and sweep specs are small and shallow, so these
+# refuse only hostile files (alias bombs, self-referencing aliases, nesting that overflows Python).
+YAML_MAX_DEPTH = 100
+YAML_MAX_ALIAS_NODES = 10_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
+
+class YAMLRefused(yaml.MarkedYAMLError):
+    """A YAML document that parses but is refused: duplicate keys, alias bombs, cycles, deep nesting."""
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load with duplicate keys, alias expansion, alias cycles and nesting depth bounded."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._open: set[str] = set()
+        self._alias_nodes = 0
+        self._shape: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, depth)
+
+    def _expanded(self, node: yaml.Node) -> tuple[int, int]:
+        known = self._shape.get(id(node))
+        if known is None:
+            size, depth = 1, 1
+            if isinstance(node, yaml.SequenceNode):
+                children = node.value
+            elif isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            else:
+                children = []
+            for child in children:
+                s, d = self._expanded(child)
+                size, depth = size + s, max(depth, d + 1)
+            known = self._shape[id(node)] = (size, depth)
+        return known
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self._open:
+                raise YAMLRefused(problem=f"alias *{event.anchor} refers to itself (a cycle)",
+                                  problem_mark=event.start_mark)
+            node = super().compose_node(parent, index)
+            size, depth = self._expanded(node)
+            self._alias_nodes += size
+            if self._alias_nodes > YAML_MAX_ALIAS_NODES:
+                raise YAMLRefused(problem=f"aliases expand to more than {YAML_MAX_ALIAS_NODES:,} "
+                                  "values", problem_mark=event.start_mark)
+            if self._depth + depth > YAML_MAX_DEPTH:
+                raise YAMLRefused(problem=f"nested more than {YAML_MAX_DEPTH} levels deep",
+                                  problem_mark=event.start_mark)
+            return node
+        event = self.peek_event()
+        if self._depth >= YAML_MAX_DEPTH:
+            raise YAMLRefused(problem=f"nested more than {YAML_MAX_DEPTH} levels deep",
+                              problem_mark=event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class refuses it
+                    continue
+                if duplicate:
+                    raise YAMLRefused(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise YAMLRefused(problem="an integer with too many digits",
+                          problem_mark=node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def parse_yaml(text: str) -> Any:
+    """The YAML document in `text`, read like yaml.safe_load but refusing duplicate keys, alias
+    cycles, alias expansion beyond YAML_MAX_ALIAS_NODES values and nesting beyond YAML_MAX_DEPTH
+    (as YAMLRefused); other syntax errors raise yaml.YAMLError."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise YAMLRefused(problem="nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying what is wrong with a YAML text and at which line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "parse error"
+    if isinstance(exc, YAMLRefused):
+        return f"{problem}{where}"
+    return f"invalid YAML{where}: {problem}"
+
+
+def read_yaml(path: str | os.PathLike, what: str, error: type[ShrinkBenchError]) -> Any:
+    """The YAML document in `path` (`parse_yaml`; an empty file is None). A missing, unreadable,
+    invalid or refused file raises `error` naming it as `what` ("config file", "sweep spec", ...)."""
     file = Path(path)
     label = f"{what} {str(file)!r}"
+    if file.is_dir():
+        raise error(f"{label} is a directory, not a file")
     if not file.is_file():
         raise error(f"{label} does not exist")
     try:
-        return yaml.safe_load(file.read_text(encoding="utf-8"))
+        return parse_yaml(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "parse error"
-        raise error(f"{label}: invalid YAML{where}: {problem}") from None
+        raise error(f"{label}: {yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{label} cannot be read: {exc}") from None

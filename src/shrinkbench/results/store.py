@@ -110,6 +110,45 @@ class Store:
         if head and head != _SQLITE_MAGIC:
             raise StoreError(f"results store {self.path} is not an SQLite database (corrupt or foreign file)")
 
+    def _check_schema_readonly(self) -> None:
+        """Refuse a database that is not a shrinkbench store, reading it only: the PRAGMAs that
+        open a store for writing (WAL mode) would change another program's file."""
+        try:
+            if self.path.stat().st_size == 0:
+                return
+        except FileNotFoundError:
+            return
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise StoreError(f"results store {self.path} cannot be opened: {exc}") from None
+
+        def read(sql: str, params: tuple = ()) -> list[tuple]:
+            return self._retry(lambda: conn.execute(sql, params).fetchall())
+
+        try:
+            version = read("PRAGMA user_version")[0][0]
+            tables = {}
+            for (name,) in read("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                tables[name] = {row[1] for row in read("SELECT * FROM pragma_table_info(?)", (name,))}
+        finally:
+            conn.close()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"results store {self.path} has schema version {version}; this shrinkbench reads "
+                f"version {SCHEMA_VERSION} (upgrade shrinkbench)"
+            )
+        if version == 0 and not tables:
+            return  # an empty database: the store's tables are created in it
+        ours = version == SCHEMA_VERSION and set(_RUN_KEYS) <= tables.get("runs", set()) and {
+            "run_id", "phase", "epoch", "metrics"} <= tables.get("epochs", set())
+        if not ours:
+            raise StoreError(
+                f"results store {self.path} is an SQLite database of another program "
+                f"(tables: {', '.join(sorted(tables)) or 'none'}); it was left unchanged"
+            )
+
     def _conn(self) -> sqlite3.Connection:
         """This process's connection, opened on first use and again after a fork."""
         if self._closed:
@@ -120,6 +159,7 @@ class Store:
             _INHERITED.append(self._conn_obj)
             self._conn_obj = None
         self._check_header()
+        self._check_schema_readonly()
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -245,7 +285,7 @@ class Store:
         """Insert a run as 'pending' unless present; True when it was newly inserted."""
         if kind not in KINDS:
             raise _choices("run kind", kind, KINDS)
-        text = to_json(config, canonical=True)
+        text = to_json(config, canonical=True, strict=False)
         return self._write(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO runs (id, kind, config, status, created) "
@@ -270,7 +310,7 @@ class Store:
             run_id,
             "UPDATE runs SET status = 'done', metrics = ?, finished = ?, error = NULL, traceback = NULL "
             "WHERE id = ?",
-            (to_json(metrics, canonical=True), time.time()),
+            (to_json(metrics, canonical=True, strict=False), time.time()),
         )
 
     def fail(self, run_id: str, error: str, traceback: str = "") -> None:
@@ -304,7 +344,7 @@ class Store:
         """Record one epoch's metrics; a rewritten (run, phase, epoch) replaces the earlier row."""
         if phase not in PHASES:
             raise _choices("epoch phase", phase, PHASES)
-        text = to_json(metrics, canonical=True)
+        text = to_json(metrics, canonical=True, strict=False)
         self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO epochs (run_id, phase, epoch, metrics) VALUES (?, ?, ?, ?)",

@@ -9,6 +9,13 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..errors import SweepError
 
 
+# Keys that are the same for a whole sweep, and why.
+FIXED_KEYS = {
+    "plugins": "plugins are imported once for the whole sweep, in the driver and every worker; list "
+               "them in the spec's or the base config's `plugins:`, or pass --plugin",
+}
+
+
 @dataclass(frozen=True)
 class ZipGroup:
     """Keys varied together: row i sets every key to its i-th value."""
@@ -92,6 +99,8 @@ def parse_axes(grid: Any = None, zips: Any = None) -> Axes:
             raise SweepError(f"sweep key {key!r} is varied twice (in grid and zip, or in two zip groups)")
         seen.add(key)
     for key in seen:
+        if key in FIXED_KEYS or key.split(".")[0] in FIXED_KEYS:
+            raise SweepError(f"sweep key {key!r} cannot be varied: {FIXED_KEYS[key.split('.')[0]]}")
         for other in seen:
             if other.startswith(key + "."):
                 raise SweepError(f"sweep keys {key!r} and {other!r} overlap; vary one or the other")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -93,8 +95,17 @@ class LocalExecutor(Executor):
         return ids
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, driver: int) -> None:
     set_threads(threads)
+    threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True).start()
+
+
+def _exit_with_driver(driver: int) -> None:
+    """Leave when the driver is gone (e.g. killed with -9): a worker must not outlive its sweep."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != driver:
+            os._exit(1)
 
 
 @EXECUTORS.register("process")
@@ -117,7 +128,7 @@ class ProcessExecutor(Executor):
             max_workers=self.capacity,
             mp_context=multiprocessing.get_context("spawn"),  # fork is unsafe once torch has threads
             initializer=_init_worker,
-            initargs=(self.threads,),
+            initargs=(self.threads, os.getpid()),
         )
 
     def submit(self, job: Job) -> None:

@@ -7,13 +7,13 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
 from ..common import DENSE_DIR, EPOCHS_FILE, RUNS_DIR
 from ..experiment.config import Config, config_to_dict, dense_config
-from ..experiment.dense import dense_metrics, ensure_dense, read_csv_rows
+from ..experiment.dense import dense_metrics, ensure_dense, read_epochs
 from ..experiment.plugins import check_registered, load_plugins
 from ..experiment.runner import execute
 from ..results.files import atomic_write_bytes, run_dir
@@ -146,6 +146,6 @@ def experiment_task(job: Job, out_dir: str, on_epoch: Callable[[str, int, dict],
     else:
         metrics = execute(cfg, out_dir, progress=job.progress, force=job.force)
         folder, phase = run_dir(out_dir, cfg.run_id, create=False), "finetune"
-    for row in read_csv_rows(folder / EPOCHS_FILE):
-        on_epoch(phase, int(row["epoch"]), row)
+    for row in read_epochs(folder / EPOCHS_FILE):
+        on_epoch(phase, row["epoch"], row)
     return metrics

@@ -41,7 +41,8 @@ def describe(job: Job | Mapping[str, Any]) -> str:
 
 def outcome_line(job: Job, outcome: Outcome) -> str:
     """The line printed when a job finishes."""
-    head = f"{'done' if outcome.ok else 'FAILED'} {job.id} {describe(job)}"
+    word = "done" if outcome.ok else "INTERRUPTED" if outcome.interrupted else "FAILED"
+    head = f"{word} {job.id} {describe(job)}"
     if not outcome.ok:
         return f"{head} ({outcome.seconds:.1f} s): {outcome.error}"
     acc = outcome.metrics.get("post_test_acc1", outcome.metrics.get("dense_test_acc1"))

@@ -21,7 +21,7 @@ from ..experiment.config import Config
 from ..experiment.plugins import check_portable
 from ..results.store import Store
 from .executors import EXECUTORS, Executor
-from .ray_executor import RayExecutor
+from .ray_executor import RayExecutor  # noqa: F401  (registers the 'ray' executor)
 from .jobs import TaskFn, experiment_task
 from .plan import Plan, Todo, build_plan, classify, plan_configs, shown_status
 from .progress import Progress, describe
@@ -207,12 +207,16 @@ def run_experiment(cfg: Config, out_dir: str | os.PathLike, *, force: bool = Fal
     if dense_row is not None and dense_row["status"] == "failed":
         raise RunError(f"run {cfg.run_id}: its dense model {cfg.dense_id} failed: {dense_row['error']}")
     status = shown_status(row)
+    if status == "running":
+        raise RunError(f"run {cfg.run_id} is running in another process (pid {row.get('pid')} on "
+                       f"{row.get('host')}); wait for it, or stop it and run this again")
     if status == "interrupted":
         raise RunError(f"run {cfg.run_id} was interrupted ({row.get('error') or 'stopped'}); "
                        f"{RESUME_HINT}")
     error = (row or {}).get("error") or status
+    again = "" if result.ran else "; it failed in an earlier attempt, --force runs it again"
     raise RunError(f"run {cfg.run_id} failed: {error} (traceback: shrinkbench status "
-                   f"{out_dir} --traceback {cfg.run_id})")
+                   f"{out_dir} --traceback {cfg.run_id}{again})")
 
 
 @dataclass
@@ -243,6 +247,8 @@ class DryRun:
 def dry_run(plan: Plan, out_dir: str | os.PathLike, *, retry_failed: bool = False) -> DryRun:
     """The plan and what is already done in `out_dir`, writing nothing."""
     out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output folder {out} exists and is not a folder")
     rows = _rows(out)
     todo = classify(plan, rows, out, retry_failed=retry_failed)
     status = {run.run_id: shown_status(rows[run.run_id]) for run in plan.runs if run.run_id in rows}

@@ -137,6 +137,8 @@ def _resolve_base(raw: Any, base_dir: Path, overrides: Iterable[str], plugins: t
         path = Path(raw)
         if not path.is_absolute():
             path = base_dir / path
+        if path.is_dir():
+            raise SweepError(f"sweep 'base': config file {str(path)!r} is a directory, not a file")
         if not path.is_file():
             raise SweepError(f"sweep 'base': config file {str(path)!r} does not exist")
         return load_config(path, overrides, plugins=plugins)
