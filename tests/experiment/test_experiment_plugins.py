@@ -236,3 +236,24 @@ def test_config_options_are_read_only():
     import pickle
 
     assert pickle.loads(pickle.dumps(cfg)) == cfg and pickle.loads(pickle.dumps(cfg)).run_id == cfg.run_id
+
+
+def test_a_relative_plugin_path_on_the_command_line_is_taken_from_the_current_folder(
+        plugin, tmp_path, capsys, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    cfg = configs / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.py").write_text(plugin.read_text().replace("global_relative_power", "cwd_relpow")
+                                  .replace("GlobalRelPow", "CwdRelPow"))
+    monkeypatch.chdir(work)
+    code = main(["run", str(cfg), "--out", "out", "--no-progress", "--plugin", "mine.py",
+                 "--set", "pruning.strategy=CwdRelPow"])
+    assert code == 0, capsys.readouterr().err
+    spec = configs / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": "cfg.yaml", "grid": {"pruning.compression": [2]}}))
+    code = main(["sweep", str(spec), "--out", "out2", "--no-progress", "--plugin", "mine.py",
+                 "--set", "pruning.strategy=CwdRelPow"])
+    assert code == 0, capsys.readouterr().err

@@ -272,7 +272,8 @@ def config_from_dict(raw: Mapping[str, Any], *, base_dir: str | os.PathLike | No
             listed = [listed]
         if not isinstance(listed, (list, tuple)):
             raise ConfigError(f"plugins: expected a list of modules or .py files, got {listed!r}")
-        names = resolve_plugins([*plugins, *listed], base_dir)
+        # --plugin paths are the user's, relative to the current folder; listed ones to the file's
+        names = resolve_plugins([*resolve_plugins(plugins), *resolve_plugins(listed, base_dir)])
         raw = {**raw, "plugins": list(names)}
     else:
         names = ()

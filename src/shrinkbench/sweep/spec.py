@@ -166,7 +166,7 @@ def spec_from_dict(raw: Any, *, base_dir: str | os.PathLike = ".", source: str =
     if not isinstance(listed, list):
         raise SweepError(f"sweep spec {source}: 'plugins' must be a list of modules or .py files")
     try:
-        names = resolve_plugins([*plugins, *listed], base_dir)
+        names = resolve_plugins([*resolve_plugins(plugins), *resolve_plugins(listed, base_dir)])
         load_plugins(names)
         base = _resolve_base(raw.get("base"), Path(base_dir), overrides, names)
     except ConfigError as exc:
