@@ -15,7 +15,10 @@ import pytest
 import torch
 import yaml
 
-from shrinkbench.cli.main import MAX_ERROR_CHARS, main
+from cli_helpers import call
+from cli_helpers import write_config as write
+
+from shrinkbench.cli.main import MAX_ERROR_CHARS
 from shrinkbench.common import set_dotted
 from shrinkbench.errors import CompressionError
 from shrinkbench.experiment import config_from_dict
@@ -33,24 +36,6 @@ TINY = {
 BIG = "1" + "0" * 400
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `shrinkbench argv`."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def refused(argv, capsys, *fragments: str) -> str:
     """Run `argv`, check it ends in one short error line (exit 2) holding `fragments`; the line."""
     code, _, err = call(argv, capsys)
@@ -64,9 +49,7 @@ def refused(argv, capsys, *fragments: str) -> str:
 
 
 def write_config(folder: Path, tree: dict | None = None, name: str = "cfg.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(tree or TINY))
-    return path
+    return write(folder, tree or TINY, name)
 
 
 # 1. integers beyond 64 bits

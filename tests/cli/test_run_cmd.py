@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from shrinkbench.cli.main import main
+from cli_helpers import call, write_config
+
 from shrinkbench.experiment import config_from_dict, run_id
 from shrinkbench.cli import quickstart as quick
 
@@ -30,22 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `shrinkbench argv`."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors and --help
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write_config(folder: Path, tree: dict, name: str = "cfg.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 def test_run_prints_a_summary_and_finds_a_finished_run(tmp_path, capsys):

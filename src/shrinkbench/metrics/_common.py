@@ -91,13 +91,3 @@ def kept_entries(module: nn.Module, name: str, param: torch.Tensor) -> int:
     """Entries of a parameter not removed by its mask (all of them when it has no mask)."""
     mask = get_mask(module, name)
     return param.numel() if mask is None else int(torch.count_nonzero(mask).item())
-
-
-def weight_density(module: nn.Module) -> float:
-    """Kept fraction of the module's weight according to its mask; 1.0 without a mask."""
-    if not isinstance(module._parameters.get("weight"), nn.Parameter):
-        return 1.0
-    mask = get_mask(module, "weight")
-    if mask is None or mask.numel() == 0:
-        return 1.0
-    return float(torch.count_nonzero(mask).item()) / mask.numel()

@@ -326,8 +326,3 @@ def _weight_density(module: nn.Module, table: dict[tuple[Any, int], tuple[float,
         return 1.0
     hit = table.get(_storage_key(weight))
     return hit[0] if hit is not None else 1.0
-
-
-def mac_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of the layers a MacReport lists by default: conv and linear layers."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHTED_LAYERS)]
