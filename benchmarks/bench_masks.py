@@ -1,9 +1,10 @@
 """Training-step cost with masks attached vs the dense model (and vs torch.nn.utils.prune).
 
-LeNet-300-100 (784-300-100-10, ReLU), batch 128, SGD with momentum, CPU. The variants are timed in
-interleaved blocks of steps, in a shuffled order each round; a ratio is the median over rounds of
-the variant's time over the dense model's time in the same round.
-Run: python benchmarks/bench_masks.py [--rounds 60] [--steps 20] [--threads N]
+LeNet-300-100 (784-300-100-10, ReLU) by default, or a zoo model (`--model lenet5`, `resnet20`),
+batch 128, SGD with momentum, CPU. The variants are timed in interleaved blocks of steps, in a
+shuffled order each round; a ratio is the median over rounds of the variant's time over the dense
+model's time in the same round.
+Run: python benchmarks/bench_masks.py [--model lenet300] [--rounds 60] [--steps 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -29,19 +30,34 @@ def lenet_300_100() -> nn.Sequential:
     )
 
 
+PRUNED = (nn.Linear, nn.Conv2d)
+INPUTS = {"lenet300": (1, 28, 28), "lenet5": (1, 28, 28), "resnet20": (3, 32, 32)}
+
+
+def build(name: str) -> nn.Module:
+    """The benchmark's model: LeNet-300-100 written out here, or a zoo model for 10 classes."""
+    if name == "lenet300":
+        return lenet_300_100()
+    from shrinkbench.models import create
+
+    return create(name, num_classes=10, input_shape=INPUTS[name])
+
+
 def random_masks(model: nn.Module, density: float, seed: int) -> dict[str, torch.Tensor]:
-    """A random 0/1 mask per Linear weight keeping `density` of the entries."""
+    """A random 0/1 mask per Linear and Conv2d weight keeping `density` of the entries."""
     gen = torch.Generator().manual_seed(seed)
     return {
         name: (torch.rand(m.weight.shape, generator=gen) < density).float()
-        for name, m in model.named_modules() if isinstance(m, nn.Linear)
+        for name, m in model.named_modules() if isinstance(m, PRUNED)
     }
 
 
-def make_variants(density: float) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
-    """Dense, shrinkbench-masked and torch.nn.utils.prune-masked copies of one LeNet."""
+def make_variants(
+    density: float, model: str = "lenet300"
+) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    """Dense, shrinkbench-masked and torch.nn.utils.prune-masked copies of one model."""
     torch.manual_seed(0)
-    dense = lenet_300_100()
+    dense = build(model)
     masks = random_masks(dense, density, seed=1)
     ours = copy.deepcopy(dense)
     theirs = copy.deepcopy(dense)
@@ -71,6 +87,7 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x, y, steps: int) 
 def main() -> None:
     """Time the variants side by side and print their ratios to dense."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(INPUTS), default="lenet300")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
@@ -79,9 +96,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(128, 1, 28, 28, generator=gen)
+    x = torch.randn(128, *INPUTS[args.model], generator=gen)
     y = torch.randint(0, 10, (128,), generator=gen)
-    variants = make_variants(args.density)
+    variants = make_variants(args.density, args.model)
     for model, opt in variants.values():  # warm-up
         train_steps(model, opt, x, y, 20)
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -94,9 +111,9 @@ def main() -> None:
     ours = variants["shrinkbench"][0]
     zeros_hold = all(
         bool((m.weight[m.weight_mask == 0] == 0).all())
-        for m in ours.modules() if isinstance(m, nn.Linear)
+        for m in ours.modules() if isinstance(m, PRUNED)
     )
-    print(f"LeNet-300-100, batch 128, {torch.get_num_threads()} threads, "
+    print(f"{args.model}, batch 128, {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds x {args.steps} steps, density {args.density}")
     print(f"{'variant':<24}{'median ms/step':>16}{'ratio to dense':>16}")
     for label, ts in times.items():

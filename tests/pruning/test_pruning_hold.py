@@ -128,6 +128,31 @@ def test_nan_and_inf_at_pruned_positions_become_exact_zeros():
     assert torch.all(model.fc1.weight[pruned] == 0) and torch.isnan(model.fc1.weight[~pruned]).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_float_type_gets_positive_zeros_where_a_step_wrote_nan(dtype):
+    layer = nn.Linear(6, 4).to(dtype)
+    mask = torch.tensor([[1, 0] * 3] * 4, dtype=dtype)
+    attach_mask(layer, "weight", mask)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    with hold(opt, layer):
+        layer.weight.grad = torch.full_like(layer.weight, float("nan"))
+        layer.bias.grad = torch.zeros_like(layer.bias)
+        opt.step()
+    weight = layer.weight.detach()
+    assert torch.all(weight[mask == 0] == 0)
+    assert not torch.signbit(weight[mask == 0]).any()  # +0.0, not -0.0 from 0 * negative
+    assert torch.isnan(weight[mask == 1]).all()  # kept entries are left as the step wrote them
+
+
+def test_a_transposed_parameter_is_masked_at_the_right_positions():
+    layer = nn.Linear(6, 4)
+    layer.weight = nn.Parameter(torch.randn(6, 4).t())
+    mask = (torch.rand(4, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    attach_mask(layer, "weight", mask)
+    assert not layer.weight.is_contiguous()
+    assert torch.all(layer.weight[mask == 0] == 0) and torch.all(layer.weight[mask == 1] != 0)
+
+
 def test_lbfgs_is_refused_with_one_line():
     model = nn.Linear(4, 2)
     attach_mask(model, "weight", torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1]]))

@@ -9,12 +9,12 @@ Nothing global is installed: an optimizer keeps masks exact only when asked, wit
 library's own training loop uses. Loading a state dict re-zeroes pruned entries through a
 load-state-dict post-hook on each masked module and on the model `prune()` was given (so a tied
 parameter loaded again under another module's key is re-zeroed too). Pruned entries are set to
-exactly zero (`masked_fill_`), so a NaN or inf there does not survive as `0 * nan`.
+exactly +0.0 (a bitwise AND of the parameter's bits), so a NaN or inf there does not survive as
+`0 * nan`.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any, Iterator, Mapping
 
@@ -78,25 +78,42 @@ def get_mask(module: nn.Module, name: str) -> Tensor | None:
     return owner._buffers.get(local + SUFFIX)
 
 
-def _pruned(mask: Tensor) -> Tensor:
-    """The positions a mask prunes (bool), computed once per version of the mask."""
+# Integer types of the same width as each floating type: pruned entries are cleared by a bitwise AND
+# of the parameter's bits with a mask of all-ones (kept) or all-zeros (pruned), which gives +0.0
+# whatever was there, NaN and inf included, at the cost of a multiply.
+_BITS = {
+    torch.float32: torch.int32, torch.float64: torch.int64,
+    torch.float16: torch.int16, torch.bfloat16: torch.int16,
+}
+
+
+def _pruned(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """What `_zero` needs for `mask` on a parameter of `dtype`, computed once per version of the
+    mask: a bitwise mask (-1 kept, 0 pruned) of the integer type as wide as `dtype`, or the
+    pruned positions (bool) for other types."""
     hit = _PRUNED.get(mask)
-    if hit is None or hit[0] != mask._version:
-        hit = (mask._version, mask == 0)
+    if hit is None or hit[0] != mask._version or hit[1] != dtype:
+        bits = _BITS.get(dtype)
+        if bits is None:
+            value = mask == 0
+        else:
+            value = (mask != 0).to(bits).neg_()
+        hit = (mask._version, dtype, value)
         _PRUNED[mask] = hit
-    return hit[1]
+    return hit[2]
 
 
-def _zero(param: Tensor, mask: Tensor, pruned: Tensor) -> None:
-    """Pruned entries of `param` set to exactly zero (no grad). On CPU a multiply by the mask is an
-    order of magnitude faster than masked_fill_, but leaves NaN where NaN or inf was (0 * nan): a
-    sum over the tensor, one more cheap pass, detects that case, and masked_fill_ then fixes it."""
-    if param.device.type != "cpu":
-        param.masked_fill_(pruned, 0)
-        return
-    param.mul_(mask)
-    if not math.isfinite(float(param.sum())):
-        param.masked_fill_(pruned, 0)
+def _zero(param: Tensor, pruned: Tensor) -> None:
+    """Pruned entries of `param` set to exactly +0.0 (no grad). A multiply by the mask would leave
+    NaN where a step wrote NaN or inf (0 * nan); masked_fill_ is exact but ten times slower on CPU;
+    the bitwise AND is both exact and as fast as the multiply."""
+    if pruned.dtype != torch.bool:
+        try:
+            param.view(pruned.dtype).bitwise_and_(pruned)
+            return
+        except (RuntimeError, TypeError, NotImplementedError):  # a tensor subclass without views
+            pruned = pruned == 0
+    param.masked_fill_(pruned, 0)
 
 
 def _zero_module(module: nn.Module) -> int:
@@ -110,7 +127,7 @@ def _zero_module(module: nn.Module) -> int:
                 raise PruningError(f"mask {key!r} of {type(module).__name__} ({tuple(mask.shape)}, "
                                    f"{mask.device}) no longer fits its parameter "
                                    f"({tuple(param.shape)}, {param.device})")
-            _zero(param, mask, _pruned(mask))
+            _zero(param, _pruned(mask, param.dtype))
     return len(keys)
 
 
@@ -155,8 +172,8 @@ class Hold:
                      if any(id(m._parameters.get(k[: -len(SUFFIX)])) in held for k in _mask_keys(m))]
         for module in found:
             _zero_module(module)  # checks that every mask still fits its parameter
-        # [module, parameter name, mask name, mask, mask version, pruned positions]
-        self._entries = [[weakref.ref(m), key[: -len(SUFFIX)], key, None, -1, None]
+        # [module, parameter name, mask name, mask, mask version, what _zero needs, param dtype]
+        self._entries = [[weakref.ref(m), key[: -len(SUFFIX)], key, None, -1, None, None]
                          for m in found for key in _mask_keys(m)]
         self._generation = _GENERATION[0]
 
@@ -172,10 +189,12 @@ class Hold:
                 mask = module._buffers.get(entry[2])
                 if mask is None:
                     continue
-                if mask is not entry[3] or mask._version != entry[4]:
-                    entry[3], entry[4], entry[5] = mask, mask._version, mask == 0
                 # looked up at every step: a Parameter that PyTorch replaced is masked all the same
-                _zero(module._parameters[entry[1]], mask, entry[5])
+                param = module._parameters[entry[1]]
+                if mask is not entry[3] or mask._version != entry[4] or param.dtype != entry[6]:
+                    entry[3], entry[4], entry[6] = mask, mask._version, param.dtype
+                    entry[5] = _pruned(mask, param.dtype)
+                _zero(param, entry[5])
 
     def apply(self) -> None:
         """Zero the pruned entries now (as after a step)."""
