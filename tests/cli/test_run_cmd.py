@@ -55,7 +55,7 @@ def test_run_prints_a_summary_and_finds_a_finished_run(tmp_path, capsys):
     code, text, _ = call(["results", out, "--format", "json"], capsys)
     rows = json.loads(text)
     assert code == 0 and sorted(r["compression"] for r in rows) == [4.0, 8.0]
-    assert {r["post_test_acc1"] for r in rows if r["compression"] == 4.0} == {metrics["post_test_acc1"]}
+    assert {r["post_test_top1_pct"] for r in rows if r["compression"] == 4.0} == {100 * metrics["post_test_acc1"]}
     code, text, _ = call(["results", out, "--format", "csv"], capsys)
     import pandas as pd
 
@@ -236,7 +236,7 @@ def test_full_quickstart(tmp_path, capsys):
 
     frame = load(out)
     assert len(frame) == 42 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
-    assert set(frame[frame["compression"] == 1]["strategy"]) == {"none"}
-    means = frame.groupby(["strategy", "compression"])["pre_test_acc1"].mean()
-    assert means[("global_magnitude", 32.0)] > means[("random", 32.0)] + 0.1
+    assert set(frame[frame["compression"] == 1]["strategy"]) == {"Unpruned"}
+    means = frame.groupby(["strategy", "compression"])["pre_test_top1_pct"].mean()
+    assert means[("GlobalMagWeight", 32.0)] > means[("RandomPruning", 32.0)] + 10
     assert (frame["compression_ratio"] - frame["compression"]).abs().max() < 0.05

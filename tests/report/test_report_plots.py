@@ -33,14 +33,14 @@ def test_accuracy_figure_axes_and_legend(store_dir):
     assert not any(ax.get_legend() for ax in fig.axes)  # one legend, outside the panels
     (legend,) = fig.legends
     labels = [t.get_text() for t in legend.get_texts()]
-    assert labels == ["global_magnitude", "layer_magnitude", "random", "dense model"]
+    assert labels == ["GlobalMagWeight", "LayerMagWeight", "RandomPruning", "dense model"]
     ax = fig.axes[1]  # top-1 after fine-tuning
     assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("Theoretical speedup")
     assert ax.get_ylabel() == "Top-1 accuracy (%)" and ax.get_title() == "Top-1, after fine-tuning"
     lines = ax.get_lines()
     assert len(lines) == 4  # 3 strategies + the dense reference
     assert lines[-1].get_ydata()[0] == pytest.approx(98.0)  # the dense accuracy, in percent
-    random = runs[runs["strategy"] == "random"].groupby("compression")["post_test_acc1"].mean() * 100
+    random = runs[runs["strategy"] == "RandomPruning"].groupby("compression")["post_test_top1_pct"].mean()
     assert lines[2].get_ydata() == pytest.approx(random.to_numpy())
     assert lines[0].get_color().lower() == PALETTE[0].lower()
     assert data_uri(fig).startswith("data:image/png;base64,")
@@ -51,14 +51,14 @@ def test_change_figure_is_relative_to_the_dense_model(store_dir):
     fig = accuracy_figure(runs, x="compression", change=True)
     ax = fig.axes[3]  # top-5 after fine-tuning
     assert ax.get_ylabel() == "Change in top-5 accuracy (pp)"
-    expected = ((runs["post_test_acc5"] - runs["dense_test_acc5"]) * 100)[runs["strategy"] == "random"]
+    expected = (runs["post_test_top5_pct"] - runs["dense_test_top5_pct"])[runs["strategy"] == "RandomPruning"]
     expected = expected.groupby(runs["compression"]).mean()
     assert ax.get_lines()[2].get_ydata() == pytest.approx(expected.to_numpy())
 
 
 def test_layer_runs_at_largest_common_compression(store_dir):
     layers = load_layers(store_dir)
-    partial = layers[~((layers["strategy"] == "random") & (layers["compression"] == 8))]
+    partial = layers[~((layers["strategy"] == "RandomPruning") & (layers["compression"] == 8))]
     compression, chosen = choose_layer_runs(partial)
     assert compression == 4.0
     assert sorted(chosen["run_id"].unique()) == [

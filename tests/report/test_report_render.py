@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def expected_cell(store_dir, strategy: str, compression: float, column: str) -> str:
     """The summary-table cell of one operating point, computed here from the DataFrame."""
     runs = load(store_dir)
-    values = runs[(runs["strategy"] == strategy) & (runs["compression"] == compression)][column] * 100
+    values = runs[(runs["strategy"] == strategy) & (runs["compression"] == compression)][column]
     assert len(values) == 2
     return f"{values.mean():.2f} \u00b1 {values.std(ddof=1):.2f}"
 
@@ -43,8 +43,8 @@ def test_html_report_is_self_contained_and_complete(store_dir, tmp_path):
         assert external not in text
     for description, _ in RULES.values():  # the checklist
         assert html.escape(description) in text
-    assert expected_cell(store_dir, "global_magnitude", 8.0, "post_test_acc1") in text
-    assert expected_cell(store_dir, "random", 4.0, "pre_test_acc1") in text
+    assert expected_cell(store_dir, "GlobalMagWeight", 8.0, "post_test_top1_pct") in text
+    assert expected_cell(store_dir, "RandomPruning", 4.0, "pre_test_top1_pct") in text
     assert "GlobalMagWeight" in text and "RandomPruning" in text
     # failed runs, with their error escaped
     assert "failed-0" in text and "failed-1" in text
@@ -73,7 +73,7 @@ def test_markdown_report_writes_its_images(store_dir, tmp_path):
         link.split("/")[1] for link in links)  # the stale file is gone
     assert "## Checklist" in text and "## Failed runs" in text
     assert "| \u2713 |" in text or "| \u2717 |" in text
-    assert expected_cell(store_dir, "layer_magnitude", 2.0, "post_test_acc5") in text
+    assert expected_cell(store_dir, "LayerMagWeight", 2.0, "post_test_top5_pct") in text
     assert "data:image" not in text
 
 

@@ -28,29 +28,29 @@ def _row(strategy, compression, seed, **values):
 
 def test_aggregate_mean_std_ci_n():
     df = pd.DataFrame([
-        _row("random", 2, 0, post_test_acc1=0.80, speedup=2.0),
-        _row("random", 2, 1, post_test_acc1=0.82, speedup=2.0),
-        _row("random", 2, 2, post_test_acc1=0.87, speedup=2.0),
-        _row("random", 4, 0, post_test_acc1=0.50, speedup=4.0),
-        _row("random", 8, 0, post_test_acc1=0.60, speedup=8.0),
-        _row("random", 8, 1, post_test_acc1=float("nan"), speedup=8.0),
+        _row("random", 2, 0, post_test_top1_pct=0.80, speedup=2.0),
+        _row("random", 2, 1, post_test_top1_pct=0.82, speedup=2.0),
+        _row("random", 2, 2, post_test_top1_pct=0.87, speedup=2.0),
+        _row("random", 4, 0, post_test_top1_pct=0.50, speedup=4.0),
+        _row("random", 8, 0, post_test_top1_pct=0.60, speedup=8.0),
+        _row("random", 8, 1, post_test_top1_pct=float("nan"), speedup=8.0),
     ])
-    agg = aggregate(df, metrics=["post_test_acc1"])
-    assert list(agg.columns) == ["dataset", "model", "strategy", "compression", "post_test_acc1_mean",
-                                 "post_test_acc1_std", "post_test_acc1_ci95", "post_test_acc1_n"]
+    agg = aggregate(df, metrics=["post_test_top1_pct"])
+    assert list(agg.columns) == ["dataset", "model", "strategy", "compression", "post_test_top1_pct_mean",
+                                 "post_test_top1_pct_std", "post_test_top1_pct_ci95", "post_test_top1_pct_n"]
     assert list(agg["compression"]) == [2.0, 4.0, 8.0]
     first = agg.iloc[0]
     std = math.sqrt((0.03**2 + 0.01**2 + 0.04**2) / 2)
-    assert first["post_test_acc1_mean"] == pytest.approx(0.83)
-    assert first["post_test_acc1_std"] == pytest.approx(std)
-    assert first["post_test_acc1_ci95"] == pytest.approx(T975_DF2 * std / math.sqrt(3))
-    assert first["post_test_acc1_n"] == 3
+    assert first["post_test_top1_pct_mean"] == pytest.approx(0.83)
+    assert first["post_test_top1_pct_std"] == pytest.approx(std)
+    assert first["post_test_top1_pct_ci95"] == pytest.approx(T975_DF2 * std / math.sqrt(3))
+    assert first["post_test_top1_pct_n"] == 3
     for i in (1, 2):  # one value: no spread, no interval
-        assert agg.iloc[i]["post_test_acc1_n"] == 1
-        assert math.isnan(agg.iloc[i]["post_test_acc1_std"]) and math.isnan(agg.iloc[i]["post_test_acc1_ci95"])
-    assert agg.iloc[2]["post_test_acc1_mean"] == pytest.approx(0.60)
+        assert agg.iloc[i]["post_test_top1_pct_n"] == 1
+        assert math.isnan(agg.iloc[i]["post_test_top1_pct_std"]) and math.isnan(agg.iloc[i]["post_test_top1_pct_ci95"])
+    assert agg.iloc[2]["post_test_top1_pct_mean"] == pytest.approx(0.60)
     default = aggregate(df)  # default metrics: those present
-    assert "speedup_mean" in default.columns and "post_test_acc5_mean" not in default.columns
+    assert "speedup_mean" in default.columns and "post_test_top5_pct_mean" not in default.columns
     with pytest.raises(ConfigError, match="'nope'"):
         aggregate(df, metrics=["nope"])
 
@@ -58,40 +58,40 @@ def test_aggregate_mean_std_ci_n():
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=2, max_size=8))
 def test_aggregate_matches_numpy(values):
-    df = pd.DataFrame([_row("random", 2, i, post_test_acc1=v) for i, v in enumerate(values)])
-    row = aggregate(df, metrics=["post_test_acc1"]).iloc[0]
+    df = pd.DataFrame([_row("random", 2, i, post_test_top1_pct=v) for i, v in enumerate(values)])
+    row = aggregate(df, metrics=["post_test_top1_pct"]).iloc[0]
     arr = np.array(values)
     n = len(arr)
-    assert row["post_test_acc1_mean"] == pytest.approx(arr.mean(), abs=1e-12)
-    assert row["post_test_acc1_std"] == pytest.approx(arr.std(ddof=1), abs=1e-9)
+    assert row["post_test_top1_pct_mean"] == pytest.approx(arr.mean(), abs=1e-12)
+    assert row["post_test_top1_pct_std"] == pytest.approx(arr.std(ddof=1), abs=1e-9)
     half = stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / math.sqrt(n)
-    assert row["post_test_acc1_ci95"] == pytest.approx(half, abs=1e-9)
+    assert row["post_test_top1_pct_ci95"] == pytest.approx(half, abs=1e-9)
 
 
 def test_accuracy_change_control_dense_and_none():
     ft = {"finetune.epochs": 2}
     df = pd.DataFrame([
-        _row("global_magnitude", 1, 0, post_test_acc1=0.95, dense_test_acc1=0.99, **ft),
-        _row("global_magnitude", 1, 1, post_test_acc1=0.93, dense_test_acc1=0.99, **ft),
-        _row("random", 1, 1, post_test_acc1=0.91, dense_test_acc1=0.99, **ft),
-        _row("random", 2, 0, post_test_acc1=0.90, dense_test_acc1=0.99, **ft),
-        _row("random", 2, 1, post_test_acc1=0.90, dense_test_acc1=0.99, **ft),
-        _row("random", 2, 2, post_test_acc1=0.90, dense_test_acc1=0.97, **ft),
-        _row("random", 4, 0, post_test_acc1=0.80, dense_test_acc1=float("nan"), **{"finetune.epochs": 5}),
+        _row("global_magnitude", 1, 0, post_test_top1_pct=0.95, dense_test_top1_pct=0.99, **ft),
+        _row("global_magnitude", 1, 1, post_test_top1_pct=0.93, dense_test_top1_pct=0.99, **ft),
+        _row("random", 1, 1, post_test_top1_pct=0.91, dense_test_top1_pct=0.99, **ft),
+        _row("random", 2, 0, post_test_top1_pct=0.90, dense_test_top1_pct=0.99, **ft),
+        _row("random", 2, 1, post_test_top1_pct=0.90, dense_test_top1_pct=0.99, **ft),
+        _row("random", 2, 2, post_test_top1_pct=0.90, dense_test_top1_pct=0.97, **ft),
+        _row("random", 4, 0, post_test_top1_pct=0.80, dense_test_top1_pct=float("nan"), **{"finetune.epochs": 5}),
     ])
     out = accuracy_change(df)
     assert list(out["delta_reference"]) == ["control", "control", "control", "control", "control", "dense", "none"]
     expected = [0.0, 0.01, -0.01, -0.05, -0.02, -0.07, float("nan")]
-    np.testing.assert_allclose(out["delta_post_test_acc1"], expected, atol=1e-12)
-    np.testing.assert_allclose(out["reference_post_test_acc1"][:3], [0.95, 0.92, 0.92])
-    assert "delta_post_test_acc1" not in df.columns  # input left alone
+    np.testing.assert_allclose(out["delta_post_test_top1_pct"], expected, atol=1e-12)
+    np.testing.assert_allclose(out["reference_post_test_top1_pct"][:3], [0.95, 0.92, 0.92])
+    assert "delta_post_test_top1_pct" not in df.columns  # input left alone
 
 
 def test_auc_on_shared_log_range():
-    rows = [_row("a", 1, 0, post_test_acc1=1.0, compression_ratio=1.0)]  # the control: excluded
-    rows += [_row("a", 2, s, post_test_acc1=v, compression_ratio=2.0) for s, v in ((0, 0.88), (1, 0.92))]
-    rows += [_row("a", c, 0, post_test_acc1=v, compression_ratio=float(c)) for c, v in ((4, 0.8), (8, 0.6))]
-    rows += [_row("b", c, 0, post_test_acc1=v, compression_ratio=float(c))
+    rows = [_row("a", 1, 0, post_test_top1_pct=1.0, compression_ratio=1.0)]  # the control: excluded
+    rows += [_row("a", 2, s, post_test_top1_pct=v, compression_ratio=2.0) for s, v in ((0, 0.88), (1, 0.92))]
+    rows += [_row("a", c, 0, post_test_top1_pct=v, compression_ratio=float(c)) for c, v in ((4, 0.8), (8, 0.6))]
+    rows += [_row("b", c, 0, post_test_top1_pct=v, compression_ratio=float(c))
              for c, v in ((2 * math.sqrt(2), 0.9), (8, 0.7), (16, 0.5))]
     out = auc(pd.DataFrame(rows)).set_index("strategy")
     # shared log2 range: [max(1, 1.5), min(3, 4)] = [1.5, 3]
@@ -103,15 +103,15 @@ def test_auc_on_shared_log_range():
 
 
 def test_auc_single_point_is_nan():
-    df = pd.DataFrame([_row("a", 2, 0, post_test_acc1=0.9, compression_ratio=2.0)])
+    df = pd.DataFrame([_row("a", 2, 0, post_test_top1_pct=0.9, compression_ratio=2.0)])
     assert math.isnan(auc(df)["auc"].iloc[0])
 
 
 def test_pareto_front_by_hand():
     pts = [(1, 0.95), (2, 0.9), (2, 0.85), (4, 0.9), (8, 0.7), (8, 0.7), (16, 0.5), (4, 0.6), (32, float("nan"))]
-    df = pd.DataFrame([_row("a", x, i, compression_ratio=float(x), post_test_acc1=y) for i, (x, y) in enumerate(pts)])
+    df = pd.DataFrame([_row("a", x, i, compression_ratio=float(x), post_test_top1_pct=y) for i, (x, y) in enumerate(pts)])
     front = pareto_front(df)
-    assert list(zip(front["compression_ratio"], front["post_test_acc1"])) == [
+    assert list(zip(front["compression_ratio"], front["post_test_top1_pct"])) == [
         (1, 0.95), (4, 0.9), (8, 0.7), (8, 0.7), (16, 0.5)
     ]
     df["other"] = ["u"] * 4 + ["v"] * 5
@@ -125,7 +125,7 @@ def test_pareto_front_by_hand():
 @given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=25))
 def test_pareto_front_matches_brute_force(points):
     df = pd.DataFrame({"compression_ratio": [float(p[0]) for p in points],
-                       "post_test_acc1": [float(p[1]) for p in points]})
+                       "post_test_top1_pct": [float(p[1]) for p in points]})
     got = set(pareto_front(df).index)
 
     def dominated(i):
@@ -139,11 +139,11 @@ def _paired_frame():
     diffs = [0.01, 0.02, 0.03, -0.015, 0.05, 0.025]
     rows = []
     for (c, s), d in zip(itertools.product((2, 4), (0, 1, 2)), diffs):
-        rows.append(_row("GlobalMagWeight", c, s, post_test_acc1=0.7 + d))
-        rows.append(_row("random", c, s, post_test_acc1=0.7))
-    rows.append(_row("global_magnitude", 1, 0, post_test_acc1=0.99))  # controls are not compared
-    rows.append(_row("random", 1, 0, post_test_acc1=0.5))
-    rows.append(_row("random", 8, 0, post_test_acc1=0.5))  # unmatched
+        rows.append(_row("GlobalMagWeight", c, s, post_test_top1_pct=0.7 + d))
+        rows.append(_row("random", c, s, post_test_top1_pct=0.7))
+    rows.append(_row("global_magnitude", 1, 0, post_test_top1_pct=0.99))  # controls are not compared
+    rows.append(_row("random", 1, 0, post_test_top1_pct=0.5))
+    rows.append(_row("random", 8, 0, post_test_top1_pct=0.5))  # unmatched
     return pd.DataFrame(rows), diffs
 
 

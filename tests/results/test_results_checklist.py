@@ -20,12 +20,12 @@ def _runs(dataset="cifar100", strategies=("global_magnitude", "random"), compres
             for s in seeds:
                 rows.append({"dataset": dataset, "model": "resnet20", "strategy": strategy, "compression": float(c),
                              "seed": s, "compression_ratio": c * 1.001, "speedup": c * 0.8,
-                             "post_test_acc1": 0.7, "post_test_acc5": 0.9,
+                             "post_test_top1_pct": 0.7, "post_test_top5_pct": 0.9,
                              "finetune.epochs": 2, "finetune.lr": 0.1})
     for s in seeds:
         rows.append({"dataset": dataset, "model": "resnet20", "strategy": strategies[0], "compression": 1.0,
-                     "seed": s, "compression_ratio": 1.0, "speedup": 1.0, "post_test_acc1": 0.75,
-                     "post_test_acc5": 0.92, "finetune.epochs": 2, "finetune.lr": 0.1})
+                     "seed": s, "compression_ratio": 1.0, "speedup": 1.0, "post_test_top1_pct": 0.75,
+                     "post_test_top5_pct": 0.92, "finetune.epochs": 2, "finetune.lr": 0.1})
     return pd.DataFrame(rows)
 
 
@@ -77,9 +77,9 @@ def test_compression_and_speedup():
 
 
 def test_baselines():
-    assert "lacks random" in _only_failure(_runs(strategies=("global_magnitude", "global_gradient")), "baselines")
+    assert "lacks RandomPruning" in _only_failure(_runs(strategies=("global_magnitude", "global_gradient")), "baselines")
     detail = _only_failure(_runs(strategies=("random", "global_gradient")), "baselines")
-    assert "lacks global_magnitude or layer_magnitude" in detail
+    assert "lacks GlobalMagWeight or LayerMagWeight" in detail
     assert _verdicts(_runs(strategies=("LayerMagWeight", "RandomPruning")))["baselines"].passed
 
 
@@ -94,10 +94,10 @@ def test_dense_control():
 
 
 def test_top5():
-    assert "100 classes but post_test_acc5 missing" in _only_failure(_runs().drop(columns="post_test_acc5"), "top5")
-    few = _verdicts(_runs(dataset="mnist").drop(columns="post_test_acc5"))["top5"]
+    assert "100 classes but post_test_top5_pct missing" in _only_failure(_runs().drop(columns="post_test_top5_pct"), "top5")
+    few = _verdicts(_runs(dataset="mnist").drop(columns="post_test_top5_pct"))["top5"]
     assert few.passed and few.detail == "mnist: not applicable (10 classes)"
-    unknown = _runs(dataset="mydata").drop(columns="post_test_acc5")
+    unknown = _runs(dataset="mydata").drop(columns="post_test_top5_pct")
     assert "number of classes unknown" in _only_failure(unknown, "top5")
     assert _verdicts(unknown.assign(num_classes=5))["top5"].passed
     assert not _verdicts(unknown.assign(**{"data.num_classes": 50}))["top5"].passed

@@ -10,7 +10,7 @@ import pytest
 from shrinkbench.errors import StoreError
 from shrinkbench.results import load
 from shrinkbench.results.files import run_dir, write_csv
-from shrinkbench.results.frame import KEY_COLUMNS, METRIC_KEYS, load_epochs, load_layers
+from shrinkbench.results.frame import KEY_COLUMNS, METRIC_KEYS, frame_metric_name, load_epochs, load_layers
 from shrinkbench.results.store import Store
 
 
@@ -60,12 +60,13 @@ def test_load_columns_and_values(out):
     assert list(df["run_id"]) == ["r1", "r2"]
     assert list(df.columns[:7]) == ["run_id", "status", *KEY_COLUMNS]
     metric_cols = list(df.columns[7:7 + len(METRIC_KEYS)])
-    assert metric_cols == list(METRIC_KEYS)
-    assert list(df["strategy"]) == ["global_magnitude", "global_magnitude"]
+    assert metric_cols == [frame_metric_name(k) for k in METRIC_KEYS]
+    assert metric_cols[:3] == ["dense_val_top1_pct", "dense_val_top5_pct", "dense_val_loss"]
+    assert list(df["strategy"]) == ["GlobalMagWeight", "GlobalMagWeight"]  # the ShrinkBench name
     assert df["compression"].dtype == float and df["seed"].dtype == "int64"
     assert list(df["compression"]) == [2.0, 4.0] and list(df["seed"]) == [0, 1]
-    assert list(df["post_test_acc1"]) == [0.9, 0.8]
-    assert math.isnan(df["post_test_acc5"].iloc[0])  # a known metric not recorded
+    assert list(df["post_test_top1_pct"]) == [90.0, 80.0]  # stored as fractions, shown in percent
+    assert math.isnan(df["post_test_top5_pct"].iloc[0])  # a known metric not recorded
     assert list(df["custom_extra"]) == [7, 7]
     assert df["env.torch"].iloc[0] == "2.13" and not df["env.cuda.available"].iloc[0]
     assert list(df["finetune.lr"]) == [0.1, 0.01]
@@ -86,7 +87,7 @@ def test_load_with_failed_and_all(out):
     assert pd.isna(df.set_index("run_id").loc["r1", "error"])
     assert list(load(out, status=None)["status"]) == ["done", "done", "failed", "pending"]
     dense = load(out, kind="dense")
-    assert list(dense["run_id"]) == ["d1"] and dense["dense_test_acc1"].iloc[0] == 0.97
+    assert list(dense["run_id"]) == ["d1"] and dense["dense_test_top1_pct"].iloc[0] == 97.0
     assert pd.isna(dense["strategy"].iloc[0]) and math.isnan(dense["compression"].iloc[0])
 
 
@@ -94,7 +95,7 @@ def test_load_empty_store_has_columns(tmp_path):
     Store(tmp_path).close()
     df = load(tmp_path)
     assert len(df) == 0 and list(df.columns[:7]) == ["run_id", "status", *KEY_COLUMNS]
-    assert "post_test_acc1" in df.columns
+    assert "post_test_top1_pct" in df.columns
 
 
 def test_missing_store_names_folder(tmp_path):
@@ -111,7 +112,7 @@ def test_load_epochs(out):
     assert list(zip(df["run_id"], df["phase"], df["epoch"])) == [
         ("d1", "dense", 0), ("r1", "finetune", 0), ("r1", "finetune", 1)
     ]
-    assert list(df["val_acc1"]) == [0.9, 0.95, 0.96]
+    assert list(df["val_top1_pct"]) == [90.0, 95.0, 96.0]
     assert list(load_epochs(out, kind="prune")["run_id"]) == ["r1", "r1"]
 
 

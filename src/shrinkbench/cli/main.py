@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "shrinkbench.cli.run_cmd",
     "shrinkbench.cli.sweep_cmd",
     "shrinkbench.cli.report_cmd",
+    "shrinkbench.cli.export_cmd",
 )
 
 EXIT_USER_ERROR = 2

@@ -55,11 +55,11 @@ def summary_table(frame: pd.DataFrame, metric: str, label: str) -> str:
         for c in compressions:
             rows = control if c == 1 else pruned[(pruned["strategy"] == strategy) & (pruned["compression"] == c)]
             values = pd.to_numeric(rows[metric], errors="coerce").dropna()
-            cells.append(f"{100 * values.mean():>9.2f}" if len(values) else f"{'-':>9}")
+            cells.append(f"{values.mean():>9.2f}" if len(values) else f"{'-':>9}")
         lines.append(f"{name:<{width}}" + "".join(cells))
-    dense = pd.to_numeric(frame["dense_test_acc1"], errors="coerce").dropna()
+    dense = pd.to_numeric(frame["dense_test_top1_pct"], errors="coerce").dropna()
     if len(dense):
-        lines.append(f"dense model test top-1: {100 * dense.groupby(frame['seed']).first().mean():.2f}%")
+        lines.append(f"dense model test top-1: {dense.groupby(frame['seed']).first().mean():.2f}%")
     return "\n".join(lines)
 
 
@@ -86,9 +86,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"{result.found} of {result.total} runs were already done in {args.out}; "
               f"{result.ran} run now")
     frame = load(args.out)
-    print(summary_table(frame, "pre_test_acc1", "test top-1 after pruning"))
+    print(summary_table(frame, "pre_test_top1_pct", "test top-1 after pruning"))
     print()
-    print(summary_table(frame, "post_test_acc1", "test top-1 after fine-tuning"))
+    print(summary_table(frame, "post_test_top1_pct", "test top-1 after fine-tuning"))
     report = Path(args.out) / "report.html"
     if result.ran or result.trained or not report.is_file():
         report = write_report(args.out)

@@ -102,13 +102,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 TABLE_COLUMNS = ("run_id", "dataset", "model", "strategy", "compression", "seed", "compression_ratio",
-                 "speedup", "dense_test_acc1", "pre_test_acc1", "post_test_acc1", "time_total_s")
+                 "speedup", "dense_test_top1_pct", "pre_test_top1_pct", "post_test_top1_pct",
+                 "time_total_s")
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     """Print the finished pruning runs of an output folder."""
     from ..results import load
-    from ..results.names import display_name
 
     frame = load(args.dir)
     if args.format == "csv":
@@ -123,8 +123,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"no finished runs in {args.dir}")
     else:
         table = frame[[c for c in TABLE_COLUMNS if c in frame]].copy()
-        table["strategy"] = table["strategy"].map(display_name)
-        formats = {c: (lambda v: f"{100 * v:.2f}") for c in table if c.endswith("acc1")}
+        formats = {c: "{:.2f}".format for c in table if c.endswith("_pct")}
         formats.update({"compression_ratio": "{:.2f}".format, "speedup": "{:.2f}".format,
                         "time_total_s": "{:.1f}".format, "compression": "{:g}".format})
         print(table.to_string(index=False, formatters=formats))
@@ -134,14 +133,18 @@ def cmd_results(args: argparse.Namespace) -> int:
 @LISTINGS.register("strategies")
 def _list_strategies() -> list[str]:
     from ..pruning import STRATEGIES
+    from ..results.names import display_name
 
+    # The name shown everywhere (tables, plots, progress lines, CSV) first; any other name that a
+    # config may use after it.
     rows = []
-    for name in STRATEGIES.names():
+    for name in sorted(STRATEGIES.names(), key=lambda n: display_name(n).lower()):
         strategy = STRATEGIES.get(name)
-        aliases = ", ".join(STRATEGIES.aliases_of(name))
+        shown = display_name(name)
+        others = ", ".join(n for n in (name, *STRATEGIES.aliases_of(name)) if n != shown)
         options = ", ".join(strategy.option_names())
-        row = f"{name:<24} {strategy.allocation:<10} {aliases}"
-        rows.append(f"{row:<60} options: {options}" if options else row)
+        row = f"{shown:<24} {strategy.allocation:<10} {'also: ' + others if others else ''}"
+        rows.append(f"{row:<64} options: {options}" if options else row.rstrip())
     return rows
 
 

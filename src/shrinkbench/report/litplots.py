@@ -43,7 +43,7 @@ def literature_figure(points: pd.DataFrame, title: str, ours: pd.DataFrame | Non
     """2x2 panels: top-1/top-5 change against compression/speedup; published points, our curves on top.
 
     `points` are normalized survey results of one pair; `ours`, when given, are our runs of the same
-    pair with delta_post_test_acc1/acc5 columns (change after fine-tuning, as the papers report).
+    pair with delta_post_test_top1_pct/top5_pct columns (percentage points) (change after fine-tuning, as the papers report).
     """
     papers = sorted(points["paper_label"].dropna().unique(), key=str)
     styles = _paper_styles(papers, muted=ours is not None)
@@ -56,9 +56,9 @@ def literature_figure(points: pd.DataFrame, title: str, ours: pd.DataFrame | Non
             ax = axes[row, col]
             xs = list(points[x].dropna())
             _scatter_papers(ax, points, x, f"dtop{k}", styles, paper_handles)
-            if ours is not None and f"delta_post_test_acc{k}" in ours and our_x[x] in ours:
+            if ours is not None and f"delta_post_test_top{k}_pct" in ours and our_x[x] in ours:
                 data = ours.assign(_x=pd.to_numeric(ours[our_x[x]], errors="coerce"),
-                                   _y=pd.to_numeric(ours[f"delta_post_test_acc{k}"], errors="coerce") * 100)
+                                   _y=pd.to_numeric(ours[f"delta_post_test_top{k}_pct"], errors="coerce"))
                 table = curves(data, "_x", "_y")
                 our_handles.update(draw_curves(ax, table, strategy_order(ours), labeller))
                 xs += list(table["x"])

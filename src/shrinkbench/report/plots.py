@@ -59,12 +59,12 @@ def strategy_order(runs: pd.DataFrame) -> list[str]:
 
 def _y_values(runs: pd.DataFrame, stage: str, k: int, change: bool) -> pd.Series:
     """Accuracy (or its change from the dense model) in percent / percentage points."""
-    metric = f"{stage}_{SPLIT}_acc{k}"
+    metric = f"{stage}_{SPLIT}_top{k}_pct"
     if change and f"delta_{metric}" in runs:  # from results.analysis.accuracy_change
-        return pd.to_numeric(runs[f"delta_{metric}"], errors="coerce") * 100
-    acc = pd.to_numeric(runs.get(metric), errors="coerce") * 100
+        return pd.to_numeric(runs[f"delta_{metric}"], errors="coerce")
+    acc = pd.to_numeric(runs.get(metric), errors="coerce")
     if change:
-        acc = acc - pd.to_numeric(runs.get(f"dense_{SPLIT}_acc{k}"), errors="coerce") * 100
+        acc = acc - pd.to_numeric(runs.get(f"dense_{SPLIT}_top{k}_pct"), errors="coerce")
     return acc
 
 
@@ -115,13 +115,13 @@ def accuracy_figure(runs: pd.DataFrame, x: str = "compression", change: bool = F
 def _dense_reference(ax: Axes, runs: pd.DataFrame, k: int, change: bool,
                      handles: dict[str, Line2D]) -> None:
     """A horizontal line at the dense model's accuracy (0 for changes)."""
-    dense = pd.to_numeric(runs.get(f"dense_{SPLIT}_acc{k}"), errors="coerce").dropna()
+    dense = pd.to_numeric(runs.get(f"dense_{SPLIT}_top{k}_pct"), errors="coerce").dropna()
     if change:
         controls = runs.get("delta_reference")
         by_control = controls is not None and (controls == "control").all()
         level, label = 0.0, "unpruned control (c = 1)" if by_control else "dense model"
     elif not dense.empty:
-        level, label = float(dense.mean()) * 100, "dense model"
+        level, label = float(dense.mean()), "dense model"
     else:
         return
     line = ax.axhline(level, color=DENSE_COLOR, linestyle="--", linewidth=1.0, zorder=1)

@@ -22,7 +22,7 @@ from .names import survey_dataset, survey_model
 from .plots import accuracy_figure, layer_density_figure, pair_title
 
 FORMATS = {"html": "html", "md": "md", "markdown": "md"}
-CHANGE_METRICS = ("pre_test_acc1", "post_test_acc1", "pre_test_acc5", "post_test_acc5")
+CHANGE_METRICS = ("pre_test_top1_pct", "post_test_top1_pct", "pre_test_top5_pct", "post_test_top5_pct")
 MAX_TRACEBACKS = 5  # failed runs whose traceback tail is shown
 TRACEBACK_LINES = 12
 

@@ -69,17 +69,17 @@ SUMMARY_METRICS: tuple[tuple[str, str, float, int], ...] = (
     # column, header, scale, decimals
     ("compression_ratio", "Compression ratio", 1.0, 2),
     ("speedup", "Speedup", 1.0, 2),
-    ("pre_test_acc1", "Top-1 before FT (%)", 100.0, 2),
-    ("post_test_acc1", "Top-1 after FT (%)", 100.0, 2),
-    ("delta_post_test_acc1", "\u0394 top-1 (pp)", 100.0, 2),
-    ("post_test_acc5", "Top-5 after FT (%)", 100.0, 2),
-    ("delta_post_test_acc5", "\u0394 top-5 (pp)", 100.0, 2),
+    ("pre_test_top1_pct", "Top-1 before FT (%)", 1.0, 2),
+    ("post_test_top1_pct", "Top-1 after FT (%)", 1.0, 2),
+    ("delta_post_test_top1_pct", "\u0394 top-1 (pp)", 1.0, 2),
+    ("post_test_top5_pct", "Top-5 after FT (%)", 1.0, 2),
+    ("delta_post_test_top5_pct", "\u0394 top-5 (pp)", 1.0, 2),
 )
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per strategy and requested compression: seeds and mean ± std of the headline metrics."""
-    data = with_changes(runs, ("post_test_acc1", "post_test_acc5"))
+    data = with_changes(runs, ("post_test_top1_pct", "post_test_top5_pct"))
     metrics = [m for m, *_ in SUMMARY_METRICS if m in data.columns]
     agg = analysis.aggregate(data, metrics=metrics, by=("strategy", "compression"))
     rows = []
@@ -103,7 +103,7 @@ def checklist_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "Rule", "Found", "Paper"])
 
 
-def comparison_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+def comparison_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
     """Every pair of strategies compared on runs matched by compression and seed (paired t, Wilcoxon)."""
     strategies = sorted(runs["strategy"].dropna().unique(), key=str)
     rows = []
@@ -112,15 +112,15 @@ def comparison_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.D
             c = analysis.paired_comparison(runs, a, b, metric)
         except ShrinkBenchError:
             continue  # no matched runs for this pair
-        ci = (f"[{fmt_number(c.ci95_low, 2, 100)}, {fmt_number(c.ci95_high, 2, 100)}]"
+        ci = (f"[{fmt_number(c.ci95_low, 2)}, {fmt_number(c.ci95_high, 2)}]"
               if math.isfinite(c.ci95_low) else "")
         rows.append({"A": display_name(c.a), "B": display_name(c.b), "Pairs": c.n,
-                     "Mean A \u2212 B (pp)": fmt_number(c.mean_diff, 2, 100), "95% CI (pp)": ci,
+                     "Mean A \u2212 B (pp)": fmt_number(c.mean_diff, 2), "95% CI (pp)": ci,
                      "t-test p": fmt_p(c.p_value), "Wilcoxon p": fmt_p(c.wilcoxon_p)})
     return pd.DataFrame(rows)
 
 
-def auc_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
     """Mean accuracy over the log2 compression and log2 speedup ranges all strategies share."""
     parts = {}
     for x, label in (("compression_ratio", "compression"), ("speedup", "speedup")):
@@ -139,7 +139,7 @@ def auc_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFram
             r = hit.iloc[0]
             span = (f"{2 ** r['log2_lo']:.3g}\u2013{2 ** r['log2_hi']:.3g}\u00d7"
                     if np.isfinite(r["log2_lo"]) and np.isfinite(r["log2_hi"]) else "")
-            row[f"Mean top-1 over {label} (%)"] = fmt_number(r["auc"], 2, 100)
+            row[f"Mean top-1 over {label} (%)"] = fmt_number(r["auc"], 2)
             row[f"{label.capitalize()} range"] = span
         rows.append(row)
     return pd.DataFrame(rows)
@@ -147,17 +147,17 @@ def auc_table(runs: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFram
 
 def pareto_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Operating points (seed means) not beaten in both compression ratio and top-1 after fine-tuning."""
-    needed = ("compression_ratio", "post_test_acc1", "speedup")
+    needed = ("compression_ratio", "post_test_top1_pct", "speedup")
     metrics = [m for m in needed if m in runs.columns]
     if len(metrics) < 2 or runs.empty:
         return pd.DataFrame()
     means = analysis.aggregate(runs, metrics=metrics, by=("strategy", "compression"))
-    front = analysis.pareto_front(means, x="compression_ratio_mean", y="post_test_acc1_mean")
+    front = analysis.pareto_front(means, x="compression_ratio_mean", y="post_test_top1_pct_mean")
     return pd.DataFrame([
         {"Strategy": display_name(r["strategy"]),
          "Compression ratio": fmt_number(r["compression_ratio_mean"]),
          "Speedup": fmt_number(r.get("speedup_mean")),
-         "Top-1 after FT (%)": fmt_number(r["post_test_acc1_mean"], 2, 100)}
+         "Top-1 after FT (%)": fmt_number(r["post_test_top1_pct_mean"], 2)}
         for _, r in front.iterrows()
     ])
 
@@ -228,12 +228,12 @@ def dense_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The dense models' test accuracy per data set and model (mean ± std over seeds)."""
     rows = []
     for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
-        per_seed = group.groupby("seed")[[c for c in ("dense_test_acc1", "dense_test_acc5") if c in group]]
+        per_seed = group.groupby("seed")[[c for c in ("dense_test_top1_pct", "dense_test_top5_pct") if c in group]]
         means = per_seed.mean()
         row = {"Data set": dataset, "Model": model, "Seeds": len(means)}
-        for column, header in (("dense_test_acc1", "Top-1 (%)"), ("dense_test_acc5", "Top-5 (%)")):
+        for column, header in (("dense_test_top1_pct", "Top-1 (%)"), ("dense_test_top5_pct", "Top-5 (%)")):
             if column in means:
-                row[header] = fmt_pm(means[column].mean(), means[column].std(), 2, 100)
+                row[header] = fmt_pm(means[column].mean(), means[column].std(), 2)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -22,7 +22,7 @@ __all__ = [
 
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
 DEFAULT_METRICS: tuple[str, ...] = (
-    "pre_test_acc1", "post_test_acc1", "post_test_acc5", "compression_ratio", "speedup"
+    "pre_test_top1_pct", "post_test_top1_pct", "post_test_top5_pct", "compression_ratio", "speedup"
 )
 PAIR_COLUMNS: tuple[str, ...] = ("dataset", "model", "compression", "seed")
 CONTROL_PREFIXES: tuple[str, ...] = ("finetune.", "dense.")
@@ -117,7 +117,7 @@ def _dense_counterpart(metric: str) -> str | None:
     return None
 
 
-def accuracy_change(df: pd.DataFrame, metric: str = "post_test_acc1") -> pd.DataFrame:
+def accuracy_change(df: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
     """A copy of `df` with reference_<metric>, delta_<metric> (run - reference) and delta_reference."""
     _require(df, ["dataset", "model", "seed", "compression", metric])
     out = df.copy()
@@ -161,7 +161,7 @@ def _trapezoid(xs: np.ndarray, ys: np.ndarray) -> float:
 
 def auc(
     df: pd.DataFrame,
-    metric: str = "post_test_acc1",
+    metric: str = "post_test_top1_pct",
     x: str = "compression_ratio",
     by: Sequence[str] = ("dataset", "model"),
 ) -> pd.DataFrame:
@@ -212,7 +212,7 @@ def _front_mask(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 def pareto_front(
     df: pd.DataFrame,
     x: str = "compression_ratio",
-    y: str = "post_test_acc1",
+    y: str = "post_test_top1_pct",
     by: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The rows not dominated in (x, y), both higher-is-better (within each group of `by`), sorted by x."""
@@ -258,7 +258,7 @@ def paired_comparison(
     df: pd.DataFrame,
     a: str,
     b: str,
-    metric: str = "post_test_acc1",
+    metric: str = "post_test_top1_pct",
     on: Sequence[str] = PAIR_COLUMNS,
 ) -> PairedComparison:
     """Paired difference a - b: mean, 95% t interval, paired t-test p and Wilcoxon p (n >= 6)."""

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .names import MAGNITUDE_STRATEGIES, RANDOM_STRATEGIES, canonical_strategy
+from .names import MAGNITUDE_STRATEGIES, RANDOM_STRATEGIES, canonical_strategy, display_name
 
 MIN_OPERATING_POINTS = 5
 MIN_SEEDS = 3
@@ -147,9 +147,9 @@ def _baselines(df: pd.DataFrame) -> tuple[bool, str]:
         present = {canonical_strategy(s) for s in group["strategy"].dropna()}
         lacking = []
         if not present & set(MAGNITUDE_STRATEGIES):
-            lacking.append(" or ".join(MAGNITUDE_STRATEGIES))
+            lacking.append(" or ".join(display_name(s) for s in MAGNITUDE_STRATEGIES))
         if not present & set(RANDOM_STRATEGIES):
-            lacking.append(" or ".join(RANDOM_STRATEGIES))
+            lacking.append(" or ".join(display_name(s) for s in RANDOM_STRATEGIES))
         if lacking:
             bad.append(f"{_fmt(key)} lacks {' and '.join(lacking)}")
     if bad:
@@ -207,8 +207,8 @@ def _top5(df: pd.DataFrame) -> tuple[bool, str]:
         classes = num_classes(df, dataset)
         rows = df[df["dataset"] == dataset]
         acc5 = (
-            pd.to_numeric(rows["post_test_acc5"], errors="coerce").astype(float)
-            if "post_test_acc5" in rows.columns else pd.Series(np.nan, index=rows.index)
+            pd.to_numeric(rows["post_test_top5_pct"], errors="coerce").astype(float)
+            if "post_test_top5_pct" in rows.columns else pd.Series(np.nan, index=rows.index)
         )
         reported = bool(len(rows)) and bool(np.isfinite(acc5).all())
         if classes is not None and classes <= MANY_CLASSES:
@@ -219,7 +219,7 @@ def _top5(df: pd.DataFrame) -> tuple[bool, str]:
             bad.append(f"{dataset}: number of classes unknown (add a num_classes column) and top-5 missing")
         else:
             missing = int((~np.isfinite(acc5)).sum())
-            bad.append(f"{dataset}: {classes} classes but post_test_acc5 missing on {missing} runs")
+            bad.append(f"{dataset}: {classes} classes but post_test_top5_pct missing on {missing} runs")
     if bad:
         return False, _failures(bad)
     return True, "; ".join(notes) if notes else "no data sets"

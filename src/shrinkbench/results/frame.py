@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,7 +13,7 @@ import pandas as pd
 from ..common import DB_NAME, LAYERS_FILE, METRIC_KEYS, flatten_dotted, get_dotted
 from ..errors import StoreError
 from .files import dense_dir, run_dir
-from .names import canonical_strategy
+from .names import display_name
 from .store import STATUSES, Store
 
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression", "seed")
@@ -35,8 +36,29 @@ def key_values(config: dict) -> dict[str, Any]:
     """The key columns (dataset, model, strategy, compression, seed) of a run config."""
     out = {col: get_dotted(config, key) for col, key in zip(KEY_COLUMNS, KEY_PATHS)}
     if out["strategy"] is not None:
-        out["strategy"] = canonical_strategy(out["strategy"])
+        out["strategy"] = display_name(out["strategy"])
     return out
+
+
+# Accuracies are stored as fractions (`acc1`, `acc5`) and shown everywhere as percent: a frame's
+# accuracy columns carry the unit in their name (`post_test_top1_pct`).
+_ACCURACY = re.compile(r"^(?P<head>.*?)(?P<sep>_|^)acc(?P<k>[15])$")
+
+
+def frame_metric_name(name: str) -> str:
+    """The frame column of a stored metric: `*_acc1` -> `*_top1_pct` (percent); others unchanged."""
+    match = _ACCURACY.match(name)
+    if match is None:
+        return name
+    head = match["head"]
+    return f"{head}_top{match['k']}_pct" if head else f"top{match['k']}_pct"
+
+
+def frame_metric_value(name: str, value: Any) -> Any:
+    """A stored metric's value in its frame unit (fractions of accuracy as percent)."""
+    if _ACCURACY.match(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 100.0 * value
+    return value
 
 
 def _open(out_dir: str | os.PathLike) -> Store:
@@ -71,7 +93,7 @@ def load(
     with _open(out_dir) as store:
         runs = store.runs(kind=kind, status=statuses)
     records: list[dict[str, Any]] = []
-    metric_names: dict[str, None] = dict.fromkeys(METRIC_KEYS)
+    metric_names: dict[str, None] = dict.fromkeys(frame_metric_name(k) for k in METRIC_KEYS)
     env_names: dict[str, None] = {}
     config_names: dict[str, None] = {}
     reserved = {"run_id", "status", "error", *KEY_COLUMNS}
@@ -81,8 +103,9 @@ def load(
         env = metrics.pop("env", None)
         record: dict[str, Any] = {"run_id": run["id"], "status": run["status"], **key_values(config)}
         for name, value in metrics.items():
-            metric_names.setdefault(name)
-            record[name] = value
+            column = frame_metric_name(name)
+            metric_names.setdefault(column)
+            record[column] = frame_metric_value(name, value)
         for name, value in flatten(env if isinstance(env, dict) else {}, "env").items():
             env_names.setdefault(name)
             record[name] = value
@@ -114,6 +137,7 @@ def load_epochs(out_dir: str | os.PathLike, kind: str | None = None) -> pd.DataF
         if run is None:
             continue
         keys = key_values(run["config"] or {})
+        row = {frame_metric_name(k): frame_metric_value(k, v) for k, v in row.items()}
         for name in row:
             names.setdefault(name)
         records.append({**keys, **row})

@@ -46,7 +46,7 @@ def outcome_line(job: Job, outcome: Outcome) -> str:
     if not outcome.ok:
         return f"{head} ({outcome.seconds:.1f} s): {outcome.error}"
     acc = outcome.metrics.get("post_test_acc1", outcome.metrics.get("dense_test_acc1"))
-    acc_text = f" acc1 {acc:.4f}" if isinstance(acc, (int, float)) else ""
+    acc_text = f" test top-1 {100 * acc:.2f}%" if isinstance(acc, (int, float)) else ""
     return f"{head}{acc_text} ({outcome.seconds:.1f} s)"
 
 
