@@ -224,7 +224,7 @@ def test_quickstart_spec_is_shipped_and_linked_from_examples():
     from shrinkbench.sweep import load_spec, plan_sweep
 
     plan = plan_sweep(load_spec(quick.spec_path()))
-    assert (len(plan.runs), len(plan.dense), plan.duplicates) == (42, 2, 6)
+    assert (len(plan.runs), len(plan.dense), plan.duplicates) == (63, 3, 9)
 
 
 @pytest.mark.slow
@@ -235,7 +235,7 @@ def test_full_quickstart(tmp_path, capsys):
     from shrinkbench.results import load
 
     frame = load(out)
-    assert len(frame) == 42 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
+    assert len(frame) == 63 and set(frame["compression"]) == {1, 2, 4, 8, 16, 32}
     assert set(frame[frame["compression"] == 1]["strategy"]) == {"Unpruned"}
     means = frame.groupby(["strategy", "compression"])["pre_test_top1_pct"].mean()
     assert means[("GlobalMagWeight", 32.0)] > means[("RandomPruning", 32.0)] + 10
