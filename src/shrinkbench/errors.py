@@ -19,6 +19,30 @@ class DataError(ShrinkBenchError):
     """A data set is missing, corrupt, truncated or of the wrong format."""
 
 
+class DataNotFound(DataError):
+    """A data set's files are not where they were looked for. The message ends with what to do,
+    in Python terms; `hint("config")` says the same in config terms (`--set data.download=true`),
+    for the commands that read configs."""
+
+    def __init__(self, what: str, *, folder: str, downloadable: bool, root_option: bool = False):
+        self.what, self.folder, self.downloadable = what, folder, downloadable
+        self.root_option = root_option
+        super().__init__(f"{what}; {self.hint('python')}")
+
+    def hint(self, terms: str = "python") -> str:
+        """What to do about it, as keyword arguments (`python`) or config overrides (`config`)."""
+        config = terms == "config"
+        download = "`--set data.download=true`" if config else "`download=True`"
+        data_dir = "`--set data.data_dir=DIR`" if config else "`data_dir=DIR`"
+        where = f"{data_dir} (or SHRINKBENCH_DATA) naming the folder that holds {self.folder}/"
+        if self.root_option:
+            where += (", or " + ("`--set data.options.root=DIR`" if config else "`root=DIR`")
+                      + f" naming {self.folder}/ itself")
+        if self.downloadable:
+            return f"fetch it with {download}, or pass {where}"
+        return f"it cannot be downloaded automatically: put it there, or pass {where}"
+
+
 class DownloadError(DataError):
     """A download failed (unreachable server, bad checksum)."""
 

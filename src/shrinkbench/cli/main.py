@@ -24,7 +24,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_USER_ERROR = 2
-MAX_ERROR_CHARS = 300  # an error line longer than this is cut (a value or a path can be huge)
+MAX_ERROR_CHARS = 500  # an error line longer than this is cut (a value or a path can be huge)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, DataNotFound
 from .base import Request, register_dataset
 from .download import fetch_first, file_digest, safe_extract
 from .memory import InMemoryDataset, Split, check_labels
@@ -136,11 +136,10 @@ class CifarDataset(InMemoryDataset):
             dest = fetch_first([f"{mirror.rstrip('/')}/{self.archive}"], archives[0],
                                md5=self.archive_md5)
             return self._extract(dest, verify)
-        raise DataError(
-            f"data set {self.name!r} not found: expected the folder {folders[0]} holding "
-            f"{self._expected()}, or the archive {archives[0]} (also searched {folders[1]} and "
-            f"{archives[1]}); pass download=True (--download) to fetch it, or point --data-dir "
-            f"or SHRINKBENCH_DATA at the folder holding {self.folder}/")
+        raise DataNotFound(
+            f"data set {self.name!r} not found: neither the folder {folders[0]} ({self._expected()}) "
+            f"nor the archive {archives[0]}, nor {folders[1]} or {archives[1]}",
+            folder=self.folder, downloadable=True)
 
     def _read(self, folder: Path, files: tuple[tuple[str, str], ...], verify: bool) -> Split:
         xs, ys = [], []

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, DataNotFound
 from .base import DataBundle, Dataset, DatasetInfo, Request, register_dataset, resolve_val_size
 from .base import with_counts
 from .loader import AUGMENT_STREAM, SHUFFLE_STREAM, epoch_generator, normalizer, num_batches
@@ -255,10 +255,10 @@ class ImageFolderDataset(Dataset):
         root = self.root(request.root, options)
         train_dir, test_dir = root / options["train_folder"], root / options["test_folder"]
         if not (train_dir.is_dir() and test_dir.is_dir()):
-            raise DataError(
+            raise DataNotFound(
                 f"data set {self.name!r} not found: expected the folders {train_dir} and "
-                f"{test_dir}, each with one sub-folder of images per class; this data set cannot "
-                f"be downloaded automatically, so put it there or pass root=... / --data-dir")
+                f"{test_dir}, each with one sub-folder of images per class",
+                folder=self.name, downloadable=False, root_option=True)
         classes, train_samples = scan_folder(train_dir)
         _, test_samples = scan_folder(test_dir, classes)
         n_val = resolve_val_size(request.val_size, self.default_val_size, len(train_samples),

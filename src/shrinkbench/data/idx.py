@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, DataNotFound
 from .base import Request, register_dataset
 from .download import fetch_first
 from .memory import InMemoryDataset, Split, check_labels
@@ -119,13 +119,14 @@ class IdxDataset(InMemoryDataset):
         return None
 
     def missing_error(self, root: Path) -> DataError:
-        """The one-line error naming the files expected and the folders searched."""
-        names = ", ".join(f"{spec.name}[.gz]" for spec in self.files.values())
+        """The one-line error naming the files expected, the folders searched and what to do."""
+        missing = [f"{spec.name}[.gz]" for spec in self.files.values()
+                   if not self._present(root / self.folders[0], spec)]
+        names = ", ".join(missing)
         first, *others = [str(root / folder) for folder in self.folders]
-        also = f" (also searched {', '.join(others)})" if others else ""
-        return DataError(f"data set {self.name!r} not found: expected {names} in {first}{also}; "
-                         f"pass download=True (--download) to fetch them, or point --data-dir or "
-                         f"SHRINKBENCH_DATA at the folder holding {self.folders[0]}/")
+        also = f" (nor in {', '.join(others)})" if others else ""
+        return DataNotFound(f"data set {self.name!r} not found in {first}{also}: missing {names}",
+                            folder=self.folders[0], downloadable=True)
 
     def download(self, root: Path, options: dict[str, Any]) -> dict[str, Path]:
         """Fetch the missing gz files into the first folder and return all four paths."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data import dataset_info, get_data
-from ..errors import CompressionError, ConfigError, ModelError, ShrinkBenchError
+from ..errors import CompressionError, ConfigError, DataError, DataNotFound, ModelError, ShrinkBenchError
 from ..models import create, load_weights
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
@@ -60,11 +60,14 @@ def load_data(cfg: Config, recipe: RecipeConfig, device: torch.device) -> Any:
     if key in _DATA_CACHE:
         _DATA_CACHE.move_to_end(key)
         return _DATA_CACHE[key]
-    with options_used("data.options", d.options, f"data set {d.name!r}", ConfigError):
-        bundle = get_data(d.name, data_dir=d.data_dir, batch_size=recipe.batch_size,
-                          eval_batch_size=eval_batch_size(recipe), val_size=d.val_size,
-                          seed=cfg.seed, device=device, download=d.download, augment=d.augment,
-                          num_workers=d.num_workers, **d.options)
+    try:
+        with options_used("data.options", d.options, f"data set {d.name!r}", ConfigError):
+            bundle = get_data(d.name, data_dir=d.data_dir, batch_size=recipe.batch_size,
+                              eval_batch_size=eval_batch_size(recipe), val_size=d.val_size,
+                              seed=cfg.seed, device=device, download=d.download,
+                              augment=d.augment, num_workers=d.num_workers, **d.options)
+    except DataNotFound as exc:  # what to do, said as the overrides of `run` and `sweep`
+        raise DataError(f"data.name: {exc.what}; {exc.hint('config')}") from None
     _DATA_CACHE[key] = bundle
     while len(_DATA_CACHE) > DATA_CACHE_SIZE:
         _DATA_CACHE.popitem(last=False)
