@@ -164,6 +164,9 @@ BAD_COMMANDS = [
     ("out-is-a-file", ["run", "{tmp}/cfg.yaml", "--out", "{tmp}/cfg.yaml"], "is not a folder"),
     ("quickstart-out-is-a-file", ["quickstart", "--out", "{tmp}/cfg.yaml"], "is not a folder"),
     ("list-what", ["list", "losses"], "argument what: invalid choice: 'losses'"),
+    ("model-too-big-for-digits", ["run", "{tmp}/cfg.yaml", "--out", "{tmp}/o", "--set", "model.name=resnet50"],
+     "model.name: model 'resnet50' needs inputs of at least 32x32 (it downsamples 32x), not 8x8; models for "
+     "inputs this small: convnet_digits, lenet300, mlp_digits"),
     ("results-missing", ["results", "{tmp}/nowhere"], "results folder {tmp}/nowhere does not exist"),
     ("results-empty-dir", ["results", "{tmp}"], "holds no results store"),
     ("results-format", ["results", "{tmp}", "--format", "xml"], "argument --format: invalid choice: 'xml'"),

@@ -36,7 +36,7 @@ def test_list_models_pattern() -> None:
 def test_model_info_fields() -> None:
     info = model_info("resnet56")
     assert info == ModelInfo(
-        "resnet56", "cifar-resnet", (3, 32, 32), 10, info.description
+        "resnet56", "cifar-resnet", (3, 32, 32), 10, info.description, min_size=4
     )
     assert "ResNet-56" in info.description
     assert model_info("vgg16").default_input_shape == (3, 224, 224)
@@ -80,9 +80,9 @@ def test_bad_options_of_other_models() -> None:
         create("mobilenet_v2", dropout=1.0)
     with pytest.raises(ModelError, match="its options: none"):
         create("lenet5", dropout=0.5)
-    with pytest.raises(ModelError, match="too small"):
+    with pytest.raises(ModelError, match="needs inputs of at least 16x16"):
         create("lenet5", input_shape=(1, 12, 12))
-    with pytest.raises(ModelError, match="too small"):
+    with pytest.raises(ModelError, match="needs inputs of at least 32x32"):
         create("vgg16_cifar", input_shape=(3, 16, 16))
     with pytest.raises(ModelError, match="hidden"):
         create("mlp_digits", hidden=(32, 0))
@@ -180,3 +180,20 @@ def test_register_model_adds_a_user_model() -> None:
         assert "test_tiny_linear" in list_models("test_*")
     finally:
         MODELS._items.pop("test_tiny_linear")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "vgg16_cifar", "mobilenet_v2", "lenet5",
+                                  "resnet20", "convnet_digits"])
+def test_min_size_is_the_smallest_input_the_forward_pass_keeps_spatial(name) -> None:
+    """At min_size every feature map is at least 1x1; half of it is refused with one line that
+    names the models that do fit."""
+    size = model_info(name).min_size
+    channels = model_info(name).default_input_shape[0]
+    model = create(name, num_classes=10, input_shape=(channels, size, size)).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, channels, size, size)).shape == (1, 10)
+    if size > 1:
+        small = max(size // 2, 1)
+        with pytest.raises(ModelError, match=rf"needs inputs of at least {size}x{size} .*models for inputs "
+                                              rf"this small: .*lenet300"):
+            create(name, num_classes=10, input_shape=(channels, small, small))

@@ -107,7 +107,8 @@ def _register(depth: int) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"ResNet-{depth} for CIFAR (He et al. 2016), option-A (zero-padding) shortcuts."
-    register_model(name, input_shape=(3, 32, 32), num_classes=10, family="cifar-resnet")(build)
+    register_model(name, input_shape=(3, 32, 32), num_classes=10, family="cifar-resnet",
+                   min_size=4)(build)
 
 
 for _depth in (20, 32, 44, 56, 110):

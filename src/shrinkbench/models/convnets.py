@@ -60,7 +60,8 @@ class ConvNetDigits(nn.Module):
         return self.fc2(x)
 
 
-@register_model("lenet5", input_shape=(1, 28, 28), num_classes=10, family="lenet", aliases=("lenet_5",))
+@register_model("lenet5", input_shape=(1, 28, 28), num_classes=10, family="lenet", aliases=("lenet_5",),
+                min_size=16)
 def lenet5(
     num_classes: int, input_shape: tuple[int, ...], generator: torch.Generator | None = None
 ) -> nn.Module:
@@ -68,7 +69,7 @@ def lenet5(
     return LeNet5(*spatial("lenet5", input_shape), num_classes, generator)
 
 
-@register_model("convnet_digits", input_shape=(1, 8, 8), num_classes=10, family="lenet")
+@register_model("convnet_digits", input_shape=(1, 8, 8), num_classes=10, family="lenet", min_size=2)
 def convnet_digits(
     num_classes: int, input_shape: tuple[int, ...], generator: torch.Generator | None = None
 ) -> nn.Module:

@@ -84,7 +84,7 @@ class MobileNetV2(nn.Module):
 
 @register_model(
     "mobilenet_v2", input_shape=(3, 224, 224), num_classes=1000, family="mobilenet",
-    aliases=("mobilenetv2",),
+    aliases=("mobilenetv2",), min_size=32,
 )
 def mobilenet_v2(
     num_classes: int,

@@ -115,7 +115,8 @@ def _register(depth: int) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"ResNet-{depth} for ImageNet (He et al. 2016), torchvision parameter names."
-    register_model(name, input_shape=(3, 224, 224), num_classes=1000, family="resnet")(build)
+    register_model(name, input_shape=(3, 224, 224), num_classes=1000, family="resnet",
+                   min_size=32)(build)
 
 
 for _depth in _CONFIGS:

@@ -90,7 +90,7 @@ class VGG16CIFAR(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-@register_model("vgg16", input_shape=(3, 224, 224), num_classes=1000, family="vgg")
+@register_model("vgg16", input_shape=(3, 224, 224), num_classes=1000, family="vgg", min_size=32)
 def vgg16(
     num_classes: int,
     input_shape: tuple[int, ...],
@@ -103,7 +103,7 @@ def vgg16(
     return VGG16(num_classes, channels, check_dropout("vgg16", dropout), generator)
 
 
-@register_model("vgg16_cifar", input_shape=(3, 32, 32), num_classes=10, family="vgg")
+@register_model("vgg16_cifar", input_shape=(3, 32, 32), num_classes=10, family="vgg", min_size=32)
 def vgg16_cifar(
     num_classes: int,
     input_shape: tuple[int, ...],

@@ -32,6 +32,9 @@ class ModelInfo:
     default_input_shape: tuple[int, ...]
     default_num_classes: int
     description: str
+    # The smallest height and width it takes: its total downsampling (a ResNet-50 halves its input
+    # five times), below which its feature maps collapse and it computes nothing meaningful.
+    min_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,14 @@ def register_model(
     family: str,
     description: str | None = None,
     aliases: tuple[str, ...] = (),
+    min_size: int = 1,
 ) -> Callable[[ModelFn], ModelFn]:
-    """Decorator registering a model constructor under `name` with its default input and classes."""
+    """Decorator registering a model constructor under `name` with its default input and classes,
+    and the smallest input height and width (`min_size`) it is meant for."""
 
     def decorator(fn: ModelFn) -> ModelFn:
         doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        info = ModelInfo(name, family, tuple(input_shape), int(num_classes), doc)
+        info = ModelInfo(name, family, tuple(input_shape), int(num_classes), doc, int(min_size))
         MODELS.add(name, ModelEntry(info, fn), aliases=aliases)
         return fn
 
@@ -126,6 +131,13 @@ def create(
     if isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0:
         raise ModelError(f"model {info.name!r}: num_classes must be a positive int, got {classes!r}")
     shape = _resolve_shape(info.name, info, in_channels, input_shape)
+    if len(shape) >= 3 and min(shape[1:]) < info.min_size:
+        fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])]
+        raise ModelError(
+            f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size} (it "
+            f"downsamples {info.min_size}x), not {'x'.join(map(str, shape[1:]))}; models for "
+            f"inputs this small: {', '.join(fits) or 'none'}"
+        )
     options = entry.options()
     unknown = sorted(set(kw) - set(options))
     if unknown:
