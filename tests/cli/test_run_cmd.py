@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,8 @@ def _bad_configs() -> list[tuple[str, dict | str, list[str], str]]:
         ("unreachable", tree(model__name="mlp_digits", pruning__compression=32), [], "pruning.compression: 32 cannot be reached"),
         ("unknown-model", tree(model__name="resnet1000"), [], "model.name: unknown model 'resnet1000'"),
         ("model-option", tree(model__options={"depth": 3}), [], "model.options.depth:"),
-        ("model-data-misfit", tree(model__name="vgg16"), [], "model.name: 'vgg16' does not accept inputs of shape (1, 8, 8)"),
-        ("model-too-big", tree(model__name="lenet5"), [], "model.name: model 'lenet5': input 8x8 is too small"),
+        ("model-data-misfit", tree(model__name="vgg16"), [], "model.name: model 'vgg16' needs inputs of at least 32x32"),
+        ("model-too-big", tree(model__name="lenet5"), [], "model.name: model 'lenet5' needs inputs of at least 16x16"),
         ("unknown-dataset", tree(data__name="svhn"), [], "data.name: unknown data set 'svhn'"),
         ("missing-data", tree(data__name="mnist", model__name="lenet300", data__data_dir="{tmp}"), [], "mnist"),
         ("missing-data-dir", tree(data__data_dir="{tmp}/nowhere"), [], "data.data_dir: folder"),
@@ -243,3 +244,28 @@ def test_full_quickstart(tmp_path, capsys):
     means = frame.groupby(["strategy", "compression"])["pre_test_top1_pct"].mean()
     assert means[("GlobalMagWeight", 32.0)] > means[("RandomPruning", 32.0)] + 10
     assert (frame["compression_ratio"] - frame["compression"]).abs().max() < 0.05
+
+
+def test_threads_flag_sets_the_runs_threads_and_its_id(tmp_path, capsys, monkeypatch):
+    cfg_file = write_config(tmp_path, TINY)
+    out = tmp_path / "out"
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # so that 2 threads are more than the CPUs
+    code, stdout, err = call(["run", cfg_file, "--out", out, "--threads", "2", "--set",
+                              "finetune.epochs=1"], capsys)
+    assert code == 0, err
+    expected = run_id(config_from_dict({**TINY, "threads": 2, "finetune": {**TINY["finetune"], "epochs": 1}}))
+    assert stdout.startswith(f"run {expected}:")
+    assert err.count("shrinkbench: warning: threads: 2 is more than the 1 CPUs") == 1 and err.count("\n") == 1
+    from shrinkbench.results import load
+
+    frame = load(out)
+    assert list(frame["threads"]) == [2] and list(frame["env.torch_threads"]) == [2]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": "cfg.yaml", "grid": {"seed": [0, 1]}}))
+    code, text, _ = call(["sweep", spec, "--out", out, "--threads", "3", "--dry-run"], capsys)
+    from shrinkbench.sweep import load_spec, plan_sweep
+
+    ids = {run.run_id for run in plan_sweep(load_spec(spec, ["threads=3"])).runs}
+    assert code == 0 and len(ids) == 2 and all(i in text for i in ids)
+    code, _, err = call(["run", cfg_file, "--out", out, "--threads", "0"], capsys)
+    assert code == 2 and "--threads: expected a whole number >= 1, got '0'" in err

@@ -44,6 +44,6 @@ def test_lenet300_on_mnist(tmp_path):
     assert magnitude["post_test_acc1"] == magnitude["pre_test_acc1"]  # no fine-tuning epochs
 
     frame = load(tmp_path)
-    assert len(frame) == 3 and set(frame["strategy"]) == {"global_magnitude", "random"}
+    assert len(frame) == 3 and set(frame["strategy"]) == {"GlobalMagWeight", "RandomPruning"}
     dense = load(tmp_path, kind="dense")
     assert list(dense["run_id"]) == [dense_id(config_from_dict(lenet("RandomPruning", 32, 0)))]

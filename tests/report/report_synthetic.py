@@ -30,16 +30,22 @@ def _config(dataset: str, model: str, strategy: str, compression: float, seed: i
 
 
 def build_store(out: Path, models=("lenet300",), seeds=(0, 1, 2), failed: int = 2,
-                compressions=COMPRESSIONS) -> Path:
-    """Write a store with done runs (metrics + layers.csv) and `failed` failed runs into `out`."""
+                compressions=COMPRESSIONS, datasets: dict[str, str] | None = None,
+                strategies: dict[str, float] | None = None, finetune_epochs: int = 2) -> Path:
+    """Write a store with done runs (metrics, fine-tuning epochs, layers.csv) and `failed` failed runs.
+
+    `datasets` maps a model to another data set name (e.g. {"resnet56": "cifar100"}); `strategies`
+    replaces the strategies and their accuracy slopes.
+    """
     rng = np.random.default_rng(1234)
+    dataset_of = {**DATASETS, **(datasets or {})}
     with Store(out) as store:
         for model in models:
-            dataset = DATASETS[model]
+            dataset = dataset_of[model]
             top1, top5 = DENSE_ACC[model]
             layers = LAYERS[model]
             total = sum(p for p, _ in layers.values())
-            for strategy, slope in STRATEGIES.items():
+            for strategy, slope in (strategies or STRATEGIES).items():
                 for c in compressions:
                     for seed in seeds:
                         run_id = f"{model}-{strategy}-{c}-{seed}"
@@ -70,6 +76,12 @@ def build_store(out: Path, models=("lenet300",), seeds=(0, 1, 2), failed: int = 
                             "env": {"python": "3.11.0", "torch": "2.3.0", "host": "testhost",
                                     "cpu": "x86_64"},
                         }
+                        for epoch in range(1, finetune_epochs + 1):  # recovering towards post1
+                            val1 = pre1 + (post1 - pre1) * epoch / finetune_epochs
+                            store.add_epoch(run_id, "finetune", epoch,
+                                            {"lr": 0.01, "train_acc1": val1, "train_loss": 0.3,
+                                             "val_acc1": val1, "val_acc5": min(1.0, val1 + 0.02),
+                                             "val_loss": 0.3})
                         store.finish(run_id, metrics)
                         rows = [{"name": n, "kind": "Linear", "shape": "[1]", "params": p,
                                  "nonzero": kept[n], "density": kept[n] / p,
@@ -80,7 +92,7 @@ def build_store(out: Path, models=("lenet300",), seeds=(0, 1, 2), failed: int = 
         for i in range(failed):
             run_id = f"failed-{i}"
             model = models[0]
-            store.register(run_id, "prune", _config(DATASETS[model], model, "random", 64 * (i + 1), 0))
+            store.register(run_id, "prune", _config(dataset_of[model], model, "random", 64 * (i + 1), 0))
             store.start(run_id)
             store.fail(run_id, f"CompressionError: compression {64 * (i + 1)} cannot be reached <&>",
                        "Traceback (most recent call last):\n  ...")

@@ -18,7 +18,8 @@ def test_report_command_writes_markdown_and_prints_its_path(store_dir, tmp_path,
     assert main(["report", str(store_dir), "--out", str(out), "--title", "My sweep"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_text().startswith("# My sweep\n")
-    assert len(list((tmp_path / "report_files").glob("*.png"))) == 5
+    # MNIST (10 classes): top-1 accuracy, fine-tuning curves, layer densities; no top-5 figure
+    assert len(list((tmp_path / "report_files").glob("*.png"))) == 3
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,9 @@ def test_html_report_is_self_contained_and_complete(store_dir, tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     sources = re.findall(r'\bsrc="([^"]*)"', text)
-    assert len(sources) == 5  # 4 accuracy figures + layer densities for the one (dataset, model) pair
-    assert all(s.startswith("data:image/png;base64,") for s in sources)
-    assert base64.b64decode(sources[0].split(",", 1)[1]).startswith(PNG)
+    assert len(sources) == 3  # top-1 accuracy, fine-tuning curves, layer densities (MNIST: no top-5)
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in sources)
+    assert b"<svg" in base64.b64decode(sources[0].split(",", 1)[1])[:1000]
     assert all(h.startswith("#") for h in re.findall(r'\bhref="([^"]*)"', text))
     for external in ("http:", "https:", "<link", "<script", "url(", "@import"):
         assert external not in text
@@ -50,8 +50,13 @@ def test_html_report_is_self_contained_and_complete(store_dir, tmp_path):
     assert "failed-0" in text and "failed-1" in text
     assert "compression 64 cannot be reached &lt;&amp;&gt;" in text and "<&>" not in text
     assert "Traceback (most recent call last)" in text
-    # setup and environment
-    assert "finetune.lr" in text and "0.01" in text
+    # setup: the grid, the budgets and the settings not at their defaults (finetune.lr 0.01 is one)
+    cells = lambda row: re.sub(r"<td[^>]*>", "<td>", row)  # noqa: E731  (alignment classes aside)
+    assert "<td>Fine-tuning epochs (finetune.epochs)</td><td>2</td><td>4</td>" in cells(text)
+    assert "<td>data.batch_size</td><td>128</td><td></td>" in cells(text)  # no default known
+    setup = text[text.index('<h2 id="setup">'):text.index('<h2 id="checklist">')]
+    assert "finetune.lr" not in setup and "finetune.optimizer" not in setup
+    assert "The other 2 settings have their default values" in setup  # finetune.lr, finetune.optimizer
     assert "testhost" in text and "2.3.0" in text
 
 
@@ -64,7 +69,7 @@ def test_markdown_report_writes_its_images(store_dir, tmp_path):
     links = re.findall(r"\]\((appendix_files/[^)]+)\)", text)
     pngs = [link for link in links if link.endswith(".png")]
     svgs = [link for link in links if link.endswith(".svg")]
-    assert len(pngs) == 5 and len(svgs) == 5
+    assert len(pngs) == 3 and len(svgs) == 3
     for link in pngs:
         assert (out.parent / link).read_bytes().startswith(PNG)
     for link in svgs:
@@ -73,7 +78,8 @@ def test_markdown_report_writes_its_images(store_dir, tmp_path):
         link.split("/")[1] for link in links)  # the stale file is gone
     assert "## Checklist" in text and "## Failed runs" in text
     assert "| \u2713 |" in text or "| \u2717 |" in text
-    assert expected_cell(store_dir, "LayerMagWeight", 2.0, "post_test_top5_pct") in text
+    assert expected_cell(store_dir, "LayerMagWeight", 2.0, "post_test_top1_pct") in text
+    assert "Top-5" not in text  # MNIST has 10 classes
     assert "data:image" not in text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ from scipy import stats
 
 from shrinkbench.errors import ConfigError
 from shrinkbench.results import display_name
-from shrinkbench.results.analysis import accuracy_change, aggregate, auc, paired_comparison, pareto_front
+from shrinkbench.results.analysis import (accuracy_change, aggregate, auc, compare_per_compression, holm,
+                                          paired_comparison, pareto_front)
 from shrinkbench.results.names import canonical_strategy
 
 T975_DF2 = 4.302652729911275  # t table, 97.5% quantile, 2 degrees of freedom
@@ -176,6 +178,98 @@ def test_paired_comparison_small_and_errors():
     shifted = df.assign(seed=np.where(df["strategy"] == "random", df["seed"] + 10, df["seed"]))
     with pytest.raises(ConfigError, match="no matching pairs"):
         paired_comparison(shifted, "global_magnitude", "random")
+
+
+def _holm_by_hand(p):
+    """Holm's step-down procedure written out: sort, scale by m - i, carry the running maximum, cap at 1."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+def test_holm_by_hand():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.001, 0.2]), [0.002, 0.2])
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])
+    out = holm([0.01, float("nan"), 0.04, 0.03])  # an untestable comparison is not in the family
+    assert math.isnan(out[1]) and list(out[[0, 2, 3]]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([]).shape == (0,)
+    rng = np.random.default_rng(0)
+    p = list(rng.uniform(0, 0.2, 9))
+    np.testing.assert_allclose(holm(p), _holm_by_hand(p))
+
+
+def _per_compression_frame():
+    rng = np.random.default_rng(7)
+    rows = []
+    for model, offset in (("lenet", 0.0), ("conv", 5.0)):
+        for c in (2, 4):
+            for seed in range(4):
+                for strategy, drop in (("GlobalMagWeight", 1.0), ("LayerMagWeight", 1.5), ("RandomPruning", 6.0)):
+                    if strategy == "LayerMagWeight" and c == 4 and model == "conv":
+                        continue  # not run there: no comparison with it at that point
+                    value = 95 - offset - drop * c + rng.normal(0, 1.0)
+                    rows.append({**_row(strategy, c, seed, post_test_top1_pct=value), "model": model})
+        rows.append({**_row("Unpruned", 1, 0, post_test_top1_pct=97.0), "model": model})  # controls: left out
+    rows.append({**_row("RandomPruning", 2, 0, post_test_top1_pct=50.0), "model": "lenet"})  # a rerun: averaged
+    return pd.DataFrame(rows)
+
+
+def test_compare_per_compression_against_scipy_and_holm_by_hand():
+    df = _per_compression_frame()
+    out = compare_per_compression(df)
+    assert list(out.columns[:7]) == ["dataset", "model", "compression", "a", "b", "n", "mean_a"]
+    assert len(out) == 3 + 3 + 3 + 1  # conv at 4x has two strategies; controls never compared
+    assert set(out["a"]) | set(out["b"]) == {"GlobalMagWeight", "LayerMagWeight", "RandomPruning"}
+    for (model,), group in out.groupby(["model"]):
+        p_values = []
+        for _, r in group.iterrows():
+            at = df[(df["model"] == model) & (df["compression"] == r["compression"])]
+            a, b = (at[at["strategy"] == s].groupby("seed")["post_test_top1_pct"].mean() for s in (r["a"], r["b"]))
+            assert r["n"] == 4 and r["a"] < r["b"]
+            test = stats.ttest_rel(a.to_numpy(), b.to_numpy())
+            d = (a - b).to_numpy()
+            half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2.0
+            assert r["mean_diff"] == pytest.approx(d.mean())
+            assert r["mean_a"] == pytest.approx(a.mean()) and r["mean_b"] == pytest.approx(b.mean())
+            assert (r["ci95_low"], r["ci95_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+            assert r["t_statistic"] == pytest.approx(test.statistic)
+            assert r["p_value"] == pytest.approx(test.pvalue, rel=1e-9)
+            p_values.append(test.pvalue)
+        # Holm over the family of one (dataset, model) pair, not over all the rows
+        assert group["p_holm"].tolist() == pytest.approx(_holm_by_hand(p_values))
+        assert group["significant"].tolist() == [p < 0.05 for p in _holm_by_hand(p_values)]
+    rerun = df[(df["model"] == "lenet") & (df["strategy"] == "RandomPruning") & (df["compression"] == 2)]
+    row = out[(out["model"] == "lenet") & (out["compression"] == 2) & (out["b"] == "RandomPruning")
+              & (out["a"] == "GlobalMagWeight")].iloc[0]
+    assert row["mean_b"] == pytest.approx(rerun.groupby("seed")["post_test_top1_pct"].mean().mean())
+
+
+def test_compare_per_compression_edge_cases():
+    rows = [_row(s, 2, seed, post_test_top1_pct=v) for seed in range(3)
+            for s, v in (("a", 90.0 + seed), ("b", 90.0 + seed), ("c", 89.0 + seed))]
+    rows += [_row("a", 4, 0, post_test_top1_pct=80.0), _row("b", 4, 0, post_test_top1_pct=70.0)]
+    out = compare_per_compression(pd.DataFrame(rows)).set_index(["compression", "a", "b"])
+    same = out.loc[(2.0, "a", "b")]  # identical runs: no effect, nothing to test
+    assert same["mean_diff"] == 0 and math.isnan(same["p_value"]) and math.isnan(same["p_holm"])
+    assert not same["significant"]
+    shifted = out.loc[(2.0, "a", "c")]  # a constant difference of 1 pp: what scipy's t-test says
+    assert shifted["mean_diff"] == pytest.approx(1.0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns about the zero spread
+        assert shifted["p_value"] == stats.ttest_rel([90.0, 91, 92], [89.0, 90, 91]).pvalue == 0.0
+    one = out.loc[(4.0, "a", "b")]  # one seed: a difference but no interval and no test
+    assert one["n"] == 1 and one["mean_diff"] == 10.0 and math.isnan(one["ci95_low"])
+    assert math.isnan(one["p_value"]) and not one["significant"]
+    # the family holds the 2 finite p-values only
+    assert out["p_holm"].notna().sum() == 2
+    empty = compare_per_compression(pd.DataFrame(rows).iloc[0:0])
+    assert empty.empty and "p_holm" in empty.columns
+    with pytest.raises(ConfigError, match="'post_test_top1_pct'"):
+        compare_per_compression(pd.DataFrame(rows).drop(columns="post_test_top1_pct"))
 
 
 def test_display_and_canonical_names():

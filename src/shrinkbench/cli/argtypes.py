@@ -31,3 +31,19 @@ def amount(minimum: float, strict: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+THREADS_HELP = ("intra-op CPU threads of each run (default: the config's `threads`, 1). Part of the "
+                "run id, since CPU results depend on it in the last bits: the same value gives the "
+                "same numbers on any executor; same as --set threads=N")
+
+
+def add_threads(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    """Add `--threads N` (a shorthand for `--set threads=N`) to a command."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help=THREADS_HELP + extra)
+
+
+def with_threads(overrides: list[str], threads: int | None) -> list[str]:
+    """The overrides with `threads=N` last, when --threads was given."""
+    return [*overrides, f"threads={threads}"] if threads is not None else list(overrides)

@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from typing import Callable, Sequence
 
 from ..errors import ShrinkBenchError
@@ -73,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops as cleanly as Ctrl-C
     try:
-        code = handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            code = handler(args)
     except ShrinkBenchError as exc:
         sys.stderr.write(f"shrinkbench: error: {one_line(str(exc))}\n")
         return getattr(exc, "exit_code", EXIT_USER_ERROR)
@@ -90,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
+
+
+def _warning_line(message: Warning | str, category: type, filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning as one line on stderr, without the source location."""
+    sys.stderr.write(f"shrinkbench: warning: {one_line(str(message))}\n")
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from .argtypes import add_threads, with_threads
+
 DEFAULT_OUT = os.path.join("shrinkbench-out", "quickstart")
 SPEC = "quickstart.yaml"  # in the package's specs/ folder (examples/sweeps/quickstart.yaml links it)
 
@@ -28,6 +30,7 @@ def register(subparsers: Any, default_out: str) -> None:
     p.add_argument("--out", default=default_out, metavar="DIR", help=f"output folder (default: {default_out})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the per-run lines stay "
                    "when the output is not a terminal)")
+    add_threads(p, " (other values are other runs, with other numbers than the README's)")
     p.set_defaults(handler=cmd_quickstart)
 
 
@@ -64,11 +67,11 @@ def summary_table(frame: pd.DataFrame, metric: str, label: str) -> str:
 
 
 def run_quickstart(out_dir: str | os.PathLike = DEFAULT_OUT, *, spec: str | os.PathLike | None = None,
-                   progress: bool = True) -> Any:
+                   progress: bool = True, threads: int | None = None) -> Any:
     """Run (or find finished) every run of the quickstart spec into one store; the SweepResult."""
     from ..sweep import load_spec, plan_sweep, run_plan
 
-    plan = plan_sweep(load_spec(spec or spec_path()))
+    plan = plan_sweep(load_spec(spec or spec_path(), with_threads([], threads)))
     quiet = not sys.stderr.isatty()
     return run_plan(plan, out_dir, progress=progress, lines=quiet, preflight=True)
 
@@ -79,7 +82,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from ..results import load
 
     began = time.perf_counter()
-    result = run_quickstart(args.out, progress=not args.no_progress)
+    result = run_quickstart(args.out, progress=not args.no_progress, threads=args.threads)
     if result.interrupted:
         raise KeyboardInterrupt
     if result.found:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError, ConfigError, ShrinkBenchError
 from ..registry import Registry
+from .argtypes import add_threads, with_threads
 
 DEFAULT_OUT = "shrinkbench-out"
 LISTINGS: Registry[Callable[[], list[str]]] = Registry("listing")
@@ -30,6 +31,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import this module or file first: it registers strategies, models or data "
                    "sets (repeatable; also `plugins:` in the config)")
+    add_threads(p)
     p.add_argument("--force", action="store_true", help="redo the run even if it is finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_run)
@@ -93,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..sweep import run_experiment
     from ..sweep.runner import run_status
 
-    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
+    cfg = load_config(args.config, with_threads(args.overrides, args.threads), plugins=args.plugins)
     if run_status(args.out, cfg.run_id) == "interrupted" and not args.force:
         sys.stderr.write(f"run {cfg.run_id}: interrupted earlier; resuming from its checkpoint\n")
     metrics = run_experiment(cfg, args.out, force=args.force, progress=not args.no_progress)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .argtypes import amount, positive_int
+from .argtypes import add_threads, amount, positive_int, with_threads
 
 EXECUTOR_CHOICES = ("local", "process", "ray")
 
@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import this module or file first, here and in every worker: it registers "
                    "strategies, models or data sets (repeatable; also `plugins:` in the spec or config)")
+    add_threads(p, "; with ray, request as many with --cpus-per-run")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and which are done; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the per-run lines stay)")
@@ -59,7 +60,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of `shrinkbench sweep`."""
     from ..sweep import dry_run, load_spec, plan_sweep, run_plan
 
-    spec = load_spec(args.spec, args.overrides, plugins=args.plugins)
+    spec = load_spec(args.spec, with_threads(args.overrides, args.threads), plugins=args.plugins)
     plan = plan_sweep(spec)
     if args.dry_run:
         for line in dry_run(plan, args.out, retry_failed=args.retry_failed).lines():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -133,10 +135,19 @@ def check_device(name: str) -> None:
             raise ConfigError("device: 'mps' is not usable here: MPS is not available on this machine")
 
 
+_WARNED_THREADS: set[int] = set()  # thread counts above this machine's CPUs, warned about once
+
+
 def preflight(cfg: Config, *, compression: bool = True) -> Config:
     """Check on this machine what the config alone cannot show: the device, the data files, that
     the model fits the data and (with `compression`) that the compression can be reached."""
     check_device(cfg.device)
+    cpus = os.cpu_count() or 1
+    if cfg.threads > cpus and cfg.threads not in _WARNED_THREADS:
+        _WARNED_THREADS.add(cfg.threads)
+        warnings.warn(f"threads: {cfg.threads} is more than the {cpus} CPUs of this machine; the "
+                      f"runs will be slower than with threads={cpus} (and their numbers are those of "
+                      f"threads={cfg.threads}, as on any machine)", stacklevel=1)
     data_dir = cfg.data.data_dir
     if data_dir is not None and not cfg.data.download and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: folder {data_dir!r} does not exist (set data.download "

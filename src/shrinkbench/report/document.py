@@ -6,12 +6,12 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .style import data_uri, figure_bytes
+if TYPE_CHECKING:  # matplotlib is imported by the plots, when there are any
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Table:
 class Image:
     """A figure with a file-name stem (for Markdown) and a caption."""
 
-    figure: Figure
+    figure: "Figure"
     name: str
     caption: str
 
@@ -89,40 +89,53 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;m
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #0072B2;padding-bottom:.2em}
 h2{margin-top:2em;border-bottom:1px solid #ccc;padding-bottom:.15em}
-table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.88em}
-th,td{border:1px solid #d0d0d0;padding:.25em .6em;text-align:left;vertical-align:top}
+h3{margin:1.4em 0 .4em}
+.table-wrap{max-width:100%;overflow-x:auto;margin:0 0 1.4em}
+table{border-collapse:collapse;font-size:.88em}
+th,td{border:1px solid #d0d0d0;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f0f4f8}
 tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
+p.caption{font-weight:600;font-size:.88em;margin:1em 0 .3em}
 figure{margin:1em 0 2em}
-figure img{max-width:100%;height:auto;border:1px solid #eee}
+figure img{display:block;width:100%;height:auto}
 figcaption{font-size:.88em;color:#444;margin-top:.3em}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
 nav ul{columns:2}
+ul.findings li{margin:.25em 0}
 .pass{color:#009E73;font-weight:700}.fail{color:#D55E00;font-weight:700}
 """
 
-_NUMERIC = re.compile(r"^[-+\u2212]?[\d.,]+(e[-+]?\d+)?\s*(\u00b1\s*[\d.,]+)?\s*[%\u00d7]?(\s*\(\d+\))?$")
+_NUMBER = r"<?[-+\u2212]?[\d.,]+(e[-+]?\d+)?"
+_NUMERIC = re.compile(rf"^({_NUMBER}\s*(\u00b1\s*[\d.,]+)?\s*[%\u00d7]?(\s*\(\d+\))?"
+                      rf"|({_NUMBER}\s*)?\[{_NUMBER}, {_NUMBER}\])$")
 
 
-def _cell_html(value: object) -> str:
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+def _text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def _cell_html(text: str, numeric: bool) -> str:
     if text in ("\u2713", "\u2717"):
         css = "pass" if text == "\u2713" else "fail"
         return f'<td class="{css}">{text}</td>'
-    css = ' class="num"' if _NUMERIC.match(text) else ""
+    css = ' class="num"' if numeric and text else ""
     return f"<td{css}>{html.escape(text)}</td>"
 
 
 def _table_html(table: Table) -> str:
+    """A table inside a wrapper that scrolls sideways when the table is wider than the page."""
+    cells = [[_text(v) for v in row] for row in table.frame.itertuples(index=False, name=None)]
+    # a column is right-aligned when every non-empty cell in it is a number
+    numeric = [all(_NUMERIC.match(c) for c in col if c) and any(col) for col in zip(*cells)] \
+        if cells else []
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
-    rows = "".join(
-        "<tr>" + "".join(_cell_html(v) for v in row) + "</tr>"
-        for row in table.frame.itertuples(index=False, name=None)
-    )
-    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    rows = "".join("<tr>" + "".join(_cell_html(c, n) for c, n in zip(row, numeric)) + "</tr>"
+                   for row in cells)
+    # the caption stays outside the scrolling box, so it wraps at the page width
+    caption = f'<p class="caption">{html.escape(table.caption)}</p>' if table.caption else ""
+    return (f'{caption}<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>")
 
 
 def to_html(doc: Document) -> str:
@@ -140,13 +153,17 @@ def to_html(doc: Document) -> str:
             parts.append(f"<p>{html.escape(block.text)}</p>")
         elif isinstance(block, Bullets):
             items = "".join(f"<li>{html.escape(i)}</li>" for i in block.items)
-            parts.append(f"<ul>{items}</ul>")
+            parts.append(f"<ul class=\"findings\">{items}</ul>")
         elif isinstance(block, Table):
             parts.append(_table_html(block))
         elif isinstance(block, Image):
+            from .style import data_uri
+
             alt = html.escape(block.caption, quote=True)
+            # vector figures: shown at the column's width, up to 1.2x their natural size
+            width = round(block.figure.get_figwidth() * 96 * 1.2)
             parts.append(
-                f'<figure><img src="{data_uri(block.figure)}" alt="{alt}">'
+                f'<figure><img src="{data_uri(block.figure)}" alt="{alt}" style="max-width:min(100%,{width}px)">'
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
             )
         elif isinstance(block, Preformatted):
@@ -192,6 +209,8 @@ def to_markdown(doc: Document, image_dir: Path, image_prefix: str) -> tuple[str,
         elif isinstance(block, Table):
             parts.append(_table_md(block))
         elif isinstance(block, Image):
+            from .style import figure_bytes
+
             stem = _unique(slug(block.name), used)
             for fmt in ("png", "svg"):
                 files[image_dir / f"{stem}.{fmt}"] = figure_bytes(block.figure, fmt)

@@ -39,19 +39,21 @@ def _scatter_papers(ax: Axes, points: pd.DataFrame, x: str, y: str, styles: dict
 
 @styled
 def literature_figure(points: pd.DataFrame, title: str, ours: pd.DataFrame | None = None,
-                      labeller=str) -> Figure:
-    """2x2 panels: top-1/top-5 change against compression/speedup; published points, our curves on top.
+                      labeller=str, topk: tuple[int, ...] = (1, 5)) -> Figure:
+    """Panels of top-1 (and top-5) change against compression and speedup; published points, our curves.
 
+    One row per k in `topk` (the report passes (1,) for data sets with 10 classes or fewer).
     `points` are normalized survey results of one pair; `ours`, when given, are our runs of the same
     pair with delta_post_test_top1_pct/top5_pct columns (percentage points) (change after fine-tuning, as the papers report).
     """
     papers = sorted(points["paper_label"].dropna().unique(), key=str)
     styles = _paper_styles(papers, muted=ours is not None)
-    fig, axes = new_figure(2, 2, legend_width=2.3)
+    rows = [(k, name) for k, name in LIT_Y if k in topk]
+    fig, axes = new_figure(len(rows), 2, legend_width=2.3)
     paper_handles: dict[str, Line2D] = {}
     our_handles: dict[str, Line2D] = {}
     our_x = {"compression": "compression_ratio", "speedup": "speedup"}
-    for row, (k, k_name) in enumerate(LIT_Y):
+    for row, (k, k_name) in enumerate(rows):
         for col, (x, x_label) in enumerate(LIT_X):
             ax = axes[row, col]
             xs = list(points[x].dropna())

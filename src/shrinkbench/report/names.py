@@ -79,3 +79,8 @@ def pretty_dataset(name: str) -> str:
 def pretty_model(name: str) -> str:
     """A reader-facing model name ("resnet56" -> "ResNet-56"); unknown names pass through."""
     return DISPLAY_OVERRIDES.get(str(name)) or survey_model(name) or str(name)
+
+
+def pair_title(dataset: str, model: str) -> str:
+    """'ResNet-56 on CIFAR-10' from our names."""
+    return f"{pretty_model(model)} on {pretty_dataset(dataset)}"

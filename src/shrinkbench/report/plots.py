@@ -1,22 +1,28 @@
-"""Plots of a store's runs: accuracy (and its change) against compression and speedup, layer densities."""
+"""Plots of a store's runs: accuracy against compression and speedup, fine-tuning curves, layer densities."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .names import pretty_dataset, pretty_model
-from .style import (DENSE_COLOR, legend_outside, log2_axis, log_percent_axis, new_figure, style_for,
-                    styled)
+from ..results.names import display_name
+from .names import pair_title  # noqa: F401  (re-exported: it lived here)
+from .style import (DENSE_COLOR, legend_outside, log2_axis, log_percent_axis, new_figure,
+                    strategy_style, styled)
 
 SPLIT = "test"  # the reported figures; validation served model selection
 STAGES = (("pre", "before fine-tuning"), ("post", "after fine-tuning"))
 TOPK = ((1, "Top-1"), (5, "Top-5"))
+CONTROL = "Unpruned"  # the display name of the compression-1 control
+CONTROL_COLOR = "#222222"
 
 
 @dataclass(frozen=True)
@@ -29,15 +35,10 @@ class Axis:
 
 
 X_AXES: dict[str, Axis] = {
-    "compression": Axis("compression_ratio", "Compression ratio (total / nonzero params)",
-                        "compression"),
-    "speedup": Axis("speedup", "Theoretical speedup (dense / sparse MACs)", "speedup"),
+    # short labels, so that two panels side by side keep their width; the captions define them
+    "compression": Axis("compression_ratio", "Compression ratio", "compression"),
+    "speedup": Axis("speedup", "Theoretical speedup", "speedup"),
 }
-
-
-def pair_title(dataset: str, model: str) -> str:
-    """'ResNet-56 on CIFAR-10' from our names."""
-    return f"{pretty_model(model)} on {pretty_dataset(dataset)}"
 
 
 def curves(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -53,12 +54,16 @@ def curves(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def strategy_order(runs: pd.DataFrame) -> list[str]:
-    """Strategies in a stable order (sorted), so a strategy keeps its colour across figures."""
+    """Strategies sorted by name (legend order); colours come from the name, not from this order."""
     return sorted(runs["strategy"].dropna().astype(str).unique())
 
 
+def _is_control(runs: pd.DataFrame) -> pd.Series:
+    return np.isclose(pd.to_numeric(runs["compression"], errors="coerce"), 1.0)
+
+
 def _y_values(runs: pd.DataFrame, stage: str, k: int, change: bool) -> pd.Series:
-    """Accuracy (or its change from the dense model) in percent / percentage points."""
+    """Accuracy (or its change from the unpruned reference) in percent / percentage points."""
     metric = f"{stage}_{SPLIT}_top{k}_pct"
     if change and f"delta_{metric}" in runs:  # from results.analysis.accuracy_change
         return pd.to_numeric(runs[f"delta_{metric}"], errors="coerce")
@@ -68,15 +73,15 @@ def _y_values(runs: pd.DataFrame, stage: str, k: int, change: bool) -> pd.Series
     return acc
 
 
-def draw_curves(ax: Axes, table: pd.DataFrame, order: Sequence[str], labeller=str,
+def draw_curves(ax: Axes, table: pd.DataFrame, order: Sequence[str], labeller: Callable = str,
                 band: bool = True) -> dict[str, Line2D]:
     """One line per strategy through the means, a shaded band of +-1 std; returns label -> handle."""
     handles: dict[str, Line2D] = {}
-    for index, strategy in enumerate(order):
+    for strategy in order:
         rows = table[table["strategy"] == strategy]
         if rows.empty:
             continue
-        st = style_for(index)
+        st = strategy_style(strategy)
         (line,) = ax.plot(rows["x"], rows["mean"], color=st["color"], marker=st["marker"],
                           linestyle=st["linestyle"], markersize=4, linewidth=1.4)
         if band and (rows["std"] > 0).any():
@@ -87,45 +92,149 @@ def draw_curves(ax: Axes, table: pd.DataFrame, order: Sequence[str], labeller=st
 
 
 @styled
-def accuracy_figure(runs: pd.DataFrame, x: str = "compression", change: bool = False,
-                    title: str | None = None, labeller=str) -> Figure:
-    """2x2 panels (top-1/top-5 x before/after fine-tuning) of accuracy or its change against `x`."""
-    axis = X_AXES[x]
-    order = strategy_order(runs)
-    fig, axes = new_figure(2, 2)
+def accuracy_figure(runs: pd.DataFrame, k: int = 1, change: bool = False, title: str | None = None,
+                    labeller: Callable = display_name,
+                    xs: Sequence[str] = ("compression", "speedup")) -> Figure:
+    """Top-k accuracy (or its change) before and after fine-tuning, one row of panels per x axis in `xs`.
+
+    Pruned runs are drawn as one line per strategy (seed means, band +-1 std); the unpruned
+    reference is a horizontal line: the dense model before fine-tuning, the compression-1 control
+    (fine-tuned with the same recipe) after it, where the runs have one.
+    """
+    pruned = runs[~_is_control(runs)]
+    controls = runs[_is_control(runs)]
+    order = strategy_order(pruned)
+    k_name = dict(TOPK)[k]
+    fig, axes = new_figure(len(xs), 2, panel=(3.5, 2.5))
     handles: dict[str, Line2D] = {}
-    xs = pd.to_numeric(runs.get(axis.column), errors="coerce")
-    for row, (k, k_name) in enumerate(TOPK):
+    references: dict[str, Line2D] = {}
+    for row, x in enumerate(xs):
+        axis = X_AXES[x]
+        x_values = pd.to_numeric(pruned.get(axis.column), errors="coerce")
         for col, (stage, stage_name) in enumerate(STAGES):
             ax = axes[row, col]
-            data = runs.assign(_x=xs, _y=_y_values(runs, stage, k, change))
+            data = pruned.assign(_x=x_values, _y=_y_values(pruned, stage, k, change))
             handles.update(draw_curves(ax, curves(data, "_x", "_y"), order, labeller))
-            _dense_reference(ax, runs, k, change, handles)
-            log2_axis(ax, xs)
+            _reference(ax, runs, controls, stage, k, change, references)
+            log2_axis(ax, x_values)
             ax.set_title(f"{k_name}, {stage_name}")
             ax.set_xlabel(axis.label)
-            ax.set_ylabel(f"Change in {k_name.lower()} accuracy (pp)" if change
-                          else f"{k_name} accuracy (%)")
+            ax.set_ylabel(f"Change in {k_name.lower()} (pp)" if change else f"{k_name} accuracy (%)")
     if title:
         fig.suptitle(title)
+    handles.update(references)
     legend_outside(fig, list(handles.values()), list(handles), title="Strategy")
     return fig
 
 
-def _dense_reference(ax: Axes, runs: pd.DataFrame, k: int, change: bool,
-                     handles: dict[str, Line2D]) -> None:
-    """A horizontal line at the dense model's accuracy (0 for changes)."""
-    dense = pd.to_numeric(runs.get(f"dense_{SPLIT}_top{k}_pct"), errors="coerce").dropna()
+def _reference(ax: Axes, runs: pd.DataFrame, controls: pd.DataFrame, stage: str, k: int, change: bool,
+               handles: dict[str, Line2D]) -> None:
+    """A horizontal line at the unpruned reference of the panel (0 for changes)."""
     if change:
-        controls = runs.get("delta_reference")
-        by_control = controls is not None and (controls == "control").all()
+        by_control = "delta_reference" in runs and (runs["delta_reference"] == "control").all()
         level, label = 0.0, "unpruned control (c = 1)" if by_control else "dense model"
-    elif not dense.empty:
-        level, label = float(dense.mean()), "dense model"
+        color, style = DENSE_COLOR, "--"
     else:
-        return
-    line = ax.axhline(level, color=DENSE_COLOR, linestyle="--", linewidth=1.0, zorder=1)
+        control = pd.to_numeric(controls.get(f"post_{SPLIT}_top{k}_pct"), errors="coerce").dropna()
+        dense = pd.to_numeric(runs.get(f"dense_{SPLIT}_top{k}_pct"), errors="coerce").dropna()
+        if stage == "post" and not control.empty:
+            level, label = float(control.mean()), "unpruned control, fine-tuned (c = 1)"
+            color, style = CONTROL_COLOR, ":"
+        elif not dense.empty:
+            level, label = float(dense.mean()), "dense model"
+            color, style = DENSE_COLOR, "--"
+        else:
+            return
+    line = ax.axhline(level, color=color, linestyle=style, linewidth=1.1, zorder=1)
     handles.setdefault(label, line)
+
+
+def finetune_curves(epochs: pd.DataFrame, runs: pd.DataFrame, metric: str = "val_top1_pct") -> pd.DataFrame:
+    """Mean `metric` per strategy, compression and fine-tuning epoch over seeds; epoch 0 is right after pruning."""
+    columns = ["strategy", "compression", "epoch", "mean", "n"]
+    if epochs.empty or metric not in epochs:
+        return pd.DataFrame(columns=columns)
+    rows = epochs[epochs["phase"] == "finetune"][["run_id", "strategy", "compression", "epoch", metric]]
+    start_metric = f"pre_{metric}"  # val_top1_pct -> pre_val_top1_pct: the pruned, not yet tuned model
+    if start_metric in runs:
+        start = runs[["run_id", "strategy", "compression", start_metric]].rename(
+            columns={start_metric: metric}).assign(epoch=0)
+        start = start[start["run_id"].isin(rows["run_id"])]
+        rows = pd.concat([start, rows], ignore_index=True)
+    rows = rows.assign(_y=pd.to_numeric(rows[metric], errors="coerce")).dropna(subset=["_y"])
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    out = rows.groupby(["strategy", "compression", "epoch"], sort=True)["_y"].agg(["mean", "size"])
+    return out.rename(columns={"size": "n"}).reset_index()
+
+
+def compression_colors(compressions: Sequence[float]) -> dict[float, tuple]:
+    """A sequential colour per compression (viridis, light to dark as compression grows; no yellow end)."""
+    values = sorted(set(compressions))
+    cmap = colormaps["viridis"]
+    if len(values) == 1:
+        return {values[0]: cmap(0.35)}
+    logs = np.log2(values)
+    span = logs[-1] - logs[0]
+    return {v: cmap(0.85 - 0.8 * (lv - logs[0]) / span) for v, lv in zip(values, logs)}
+
+
+@styled
+def finetune_figure(epochs: pd.DataFrame, runs: pd.DataFrame, title: str | None = None,
+                    metric: str = "val_top1_pct", labeller: Callable = display_name) -> Figure | None:
+    """Validation accuracy per fine-tuning epoch: one panel per strategy, one line per compression."""
+    table = finetune_curves(epochs, runs, metric)
+    if table.empty:
+        return None
+    is_control = np.isclose(table["compression"].astype(float), 1.0)
+    control, pruned = table[is_control], table[~is_control]
+    order = strategy_order(pruned)
+    if not order:
+        return None
+    ncols = 2 if len(order) in (2, 4) else min(len(order), 3)
+    nrows = math.ceil(len(order) / ncols)
+    fig, axes = new_figure(nrows, ncols, panel=(3.3, 2.3), legend_width=1.5)
+    colors = compression_colors(pruned["compression"].astype(float).tolist())
+    handles: dict[str, Line2D] = {}
+    for index, ax in enumerate(axes.flat):
+        if index >= len(order):
+            ax.set_visible(False)
+            continue
+        strategy = order[index]
+        for compression, rows in pruned[pruned["strategy"] == strategy].groupby("compression"):
+            (line,) = ax.plot(rows["epoch"], rows["mean"], color=colors[float(compression)],
+                              marker="o", markersize=2.5, linewidth=1.3)
+            handles.setdefault(f"{float(compression):g}\u00d7", line)
+        if not control.empty:
+            means = control.groupby("epoch")["mean"].mean()
+            (line,) = ax.plot(means.index, means.to_numpy(), color=CONTROL_COLOR, linestyle=":",
+                              linewidth=1.2)
+            handles.setdefault("unpruned control", line)
+        ax.set_title(labeller(strategy), color=strategy_style(strategy)["color"])
+        ax.set_xlabel("Fine-tuning epoch (0: just pruned)")
+        if index % ncols == 0:
+            ax.set_ylabel("Validation top-1 (%)" if metric == "val_top1_pct" else metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    # one y range for every panel, so accuracy reads the same across strategies
+    low = float(table["mean"].min())
+    high = float(table["mean"].max())
+    margin = 0.04 * max(high - low, 1.0)
+    for ax in axes.flat:
+        ax.set_ylim(low - margin, high + margin)
+        epochs_seen = table["epoch"]
+        ax.set_xlim(float(epochs_seen.min()) - 0.15, float(epochs_seen.max()) + 0.15)
+    ordered = sorted(handles, key=lambda h: (h == "unpruned control", _ratio(h)))
+    if title:
+        fig.suptitle(title)
+    legend_outside(fig, [handles[h] for h in ordered], ordered, title="Compression")
+    return fig
+
+
+def _ratio(label: str) -> float:
+    try:
+        return float(label.rstrip("\u00d7"))
+    except ValueError:
+        return math.inf
 
 
 def choose_layer_runs(layers: pd.DataFrame) -> tuple[float | None, pd.DataFrame]:
@@ -141,20 +250,22 @@ def choose_layer_runs(layers: pd.DataFrame) -> tuple[float | None, pd.DataFrame]
 
 
 @styled
-def layer_density_figure(layers: pd.DataFrame, title: str | None = None, labeller=str) -> Figure | None:
+def layer_density_figure(layers: pd.DataFrame, title: str | None = None,
+                         labeller: Callable = display_name) -> Figure | None:
     """Kept fraction of every prunable layer, one line per strategy, at one common compression."""
+    layers = layers[~_is_control(layers)] if len(layers) else layers
     compression, chosen = choose_layer_runs(layers)
     if compression is None or chosen.empty:
         return None
     names = list(dict.fromkeys(chosen.sort_index()["name"]))
-    width = min(max(3.4, 0.16 * len(names) + 1.5), 14.0)
-    fig, axes = new_figure(1, 1, panel=(width, 3.0))
+    width = min(max(3.6, 0.16 * len(names) + 1.5), 12.0)
+    fig, axes = new_figure(1, 1, panel=(width, 2.8), legend_width=2.2)
     ax = axes[0, 0]
     positions = {name: i for i, name in enumerate(names)}
     handles: dict[str, Line2D] = {}
-    for index, strategy in enumerate(strategy_order(chosen)):
+    for strategy in strategy_order(chosen):
         rows = chosen[chosen["strategy"] == strategy]
-        st = style_for(index)
+        st = strategy_style(strategy)
         (line,) = ax.plot([positions[n] for n in rows["name"]], rows["density"] * 100,
                           color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
                           markersize=3.5, linewidth=1.2)
@@ -164,8 +275,8 @@ def layer_density_figure(layers: pd.DataFrame, title: str | None = None, labelle
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=90 if len(names) > 6 else 0,
                        fontsize=6 if len(names) > 20 else 7)
-    ax.set_xlim(-0.5, len(names) - 0.5)
-    log_percent_axis(ax, chosen["density"] * 100)
+    ax.set_xlim(-0.4, len(names) - 0.6)
+    log_percent_axis(ax, [*(chosen["density"] * 100), 100 / compression])
     ax.set_xlabel("Prunable layer (forward order)")
     ax.set_ylabel("Weights kept (%, log scale)")
     ax.set_title(f"{title + ', ' if title else ''}compression {compression:g}")

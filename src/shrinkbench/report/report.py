@@ -1,4 +1,4 @@
-"""The report of a results folder: setup, checklist, plots, tables, comparisons, failures, environment."""
+"""The report of a results folder: summary, plots, tables, setup, checklist, failures, environment."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import ConfigError, StoreError
-from ..results import Store, load, load_layers
+from ..results import Store, analysis, load, load_epochs, load_layers
 from ..results.files import atomic_write_bytes
 from ..results.names import display_name
-from . import tables
+from . import headline, tables
 from .document import Bullets, Document, Heading, Image, Preformatted, Table, Text, to_html, to_markdown
 from .literature import Survey, load_survey, pair_results, plottable
-from .litplots import literature_figure
-from .names import survey_dataset, survey_model
-from .plots import accuracy_figure, layer_density_figure, pair_title
+from .names import pair_title, survey_dataset, survey_model
 
 FORMATS = {"html": "html", "md": "md", "markdown": "md"}
 CHANGE_METRICS = ("pre_test_top1_pct", "post_test_top1_pct", "pre_test_top5_pct", "post_test_top5_pct")
@@ -33,10 +31,17 @@ def _pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted((str(d), str(m)) for d, m in keys.itertuples(index=False, name=None))
 
 
+def _of_pair(frame: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    if frame.empty or "dataset" not in frame:
+        return frame
+    return frame[(frame["dataset"] == dataset) & (frame["model"] == model)]
+
+
 def _load_runs(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, int]]]:
     """Done and failed pruned runs, and the run counts per kind and status; an empty store is an error."""
-    done = load(out_dir, status="done")
-    failed = load(out_dir, status="failed")
+    runs = load(out_dir, status=("done", "failed"))
+    done = runs[runs["status"] == "done"].drop(columns="error").reset_index(drop=True)
+    failed = runs[runs["status"] == "failed"].reset_index(drop=True)
     with Store(out_dir, create=False) as store:
         counts = {kind: store.counts(kind) for kind in ("prune", "dense")}
         if sum(counts["prune"].values()) == 0:
@@ -53,30 +58,26 @@ def _load_runs(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dic
 
 def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Survey | None = None,
                  title: str | None = None) -> Document:
-    """The report of the results in `out_dir` as a Document (nothing written)."""
+    """The report of the results in `out_dir` as a Document (nothing written).
+
+    Sections: summary (findings first), plots, tables, setup, checklist, literature (when given),
+    failed runs, environment.
+    """
     folder = Path(out_dir)
     done, failed, counts = _load_runs(folder)
     survey = literature
     if literature is not None and not isinstance(literature, Survey):
         survey = load_survey(literature)
     doc = Document(title or f"ShrinkBench report: {folder.resolve().name}")
-    n_done, n_failed = counts["prune"]["done"], counts["prune"]["failed"]
-    doc.add(Text(f"Results folder {folder}: {n_done} pruned runs done, {n_failed} failed, "
-                 f"{counts['prune']['pending'] + counts['prune']['running']} pending or running. "
-                 "Accuracies are on the test split, as fractions shown in percent; changes are in "
-                 "percentage points (pp) against the unpruned reference of the same seed; "
-                 "tables give mean \u00b1 standard deviation over seeds."))
+    runs = tables.with_changes(done, CHANGE_METRICS) if len(done) else done
+    pairs = _pairs(runs) if len(runs) else []
+    comparisons = {pair: analysis.compare_per_compression(_of_pair(runs, *pair)) for pair in pairs}
+    _summary(doc, folder, runs, counts, pairs, comparisons)
+    if pairs:
+        _plots(doc, folder, runs, pairs)
+    _tables(doc, runs, pairs, comparisons)
     _setup(doc, done, counts)
     _checklist(doc, done)
-    layers = load_layers(folder) if len(done) else pd.DataFrame()
-    runs = tables.with_changes(done, CHANGE_METRICS) if len(done) else done
-    for dataset, model in _pairs(runs):
-        pair = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
-        pair_layers = layers
-        if len(layers):
-            pair_layers = layers[(layers["dataset"] == dataset) & (layers["model"] == model)]
-        _results(doc, pair, pair_layers, dataset, model)
-    _comparisons(doc, runs)
     if survey is not None:
         _literature(doc, runs, survey)
     _failures(doc, failed)
@@ -84,8 +85,107 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
     return doc
 
 
+def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, dict[str, int]],
+             pairs: list[tuple[str, str]], comparisons: dict[tuple[str, str], pd.DataFrame]) -> None:
+    prune = counts["prune"]
+    holds = sum(item.passed for item in analysis.checklist(runs)) if len(runs) else 0
+    doc.add(Heading("Summary"),
+            Text(f"Results folder {folder}: {prune['done']} pruned runs done, {prune['failed']} failed, "
+                 f"{prune['pending'] + prune['running']} pending or running; {holds} of 6 items of the "
+                 "reporting checklist hold (see Checklist). Accuracies are on the test split, in percent; "
+                 "changes are in percentage points (pp). Strategies are compared at each compression on "
+                 "runs paired by seed (paired t-test), with Holm's correction over all the comparisons "
+                 "shown for a data set and model."))
+    if not pairs:
+        doc.add(Text("No finished runs to summarize."))
+    for dataset, model in pairs:
+        pair = _of_pair(runs, dataset, model)
+        name = pair_title(dataset, model)
+        table = headline.winners(pair, comparisons[(dataset, model)])
+        doc.add(Heading(name, level=3),
+                Bullets(tuple(headline.findings(table, comparisons[(dataset, model)], pair))))
+        if not table.empty:
+            doc.add(Table(headline.winners_table(table),
+                          f"{name}: the best strategy at each compression by mean top-1 after fine-tuning "
+                          "(with its 95% t interval over seeds) against the runner-up, paired by seed; "
+                          "Holm p from the per-compression comparisons (see Tables)"))
+
+
+def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
+    from .plots import accuracy_figure, finetune_figure, layer_density_figure  # matplotlib
+
+    doc.add(Heading("Plots"))
+    layers = load_layers(folder)
+    epochs = load_epochs(folder, kind="prune")
+    for dataset, model in pairs:
+        pair = _of_pair(runs, dataset, model)
+        name = pair_title(dataset, model)
+        doc.add(Heading(name, level=3))
+        if not (pd.to_numeric(pair["compression"], errors="coerce") > 1).any():
+            doc.add(Text("Only unpruned controls (compression 1) finished: nothing to plot yet."))
+            continue
+        for k in (1, 5) if tables.show_top5(pair, dataset) else (1,):
+            fig = accuracy_figure(pair, k=k, title=name, labeller=display_name)
+            doc.add(Image(fig, f"{dataset}-{model}-top{k}",
+                          f"{name}: top-{k} test accuracy before and after fine-tuning against the "
+                          "compression ratio (all parameters / nonzero parameters, top row) and the "
+                          "theoretical speedup (dense / remaining multiply-accumulates, bottom row); lines "
+                          "are seed means, bands \u00b11 std. Dashed: the dense model; dotted: the "
+                          "unpruned control fine-tuned with the same recipe."))
+        fig = finetune_figure(_of_pair(epochs, dataset, model), pair, title=name)
+        if fig is not None:
+            doc.add(Image(fig, f"{dataset}-{model}-finetuning",
+                          f"{name}: validation top-1 during fine-tuning, one panel per strategy, one line "
+                          "per compression (mean over seeds; darker is more compressed). Epoch 0 is the "
+                          "pruned model before fine-tuning; dotted: the unpruned control."))
+        pair_layers = _of_pair(layers, dataset, model)
+        fig = layer_density_figure(pair_layers, title=name, labeller=display_name) if len(pair_layers) else None
+        if fig is not None:
+            doc.add(Image(fig, f"{dataset}-{model}-layer-density",
+                          f"{name}: fraction of each prunable layer's weights kept, one run per strategy "
+                          "at the largest compression all strategies reached."))
+
+
+def _tables(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]],
+            comparisons: dict[tuple[str, str], pd.DataFrame]) -> None:
+    doc.add(Heading("Tables"))
+    if not pairs:
+        doc.add(Text("No finished runs to compare."))
+        return
+    for dataset, model in pairs:
+        pair = _of_pair(runs, dataset, model)
+        name = pair_title(dataset, model)
+        doc.add(Heading(name, level=3),
+                Table(tables.summary_table(pair, top5=tables.show_top5(pair, dataset)),
+                      f"{name}: mean \u00b1 std over seeds (FT = fine-tuning; \u0394 = change from the "
+                      "unpruned reference of the same seed)"))
+        comparison = tables.comparison_table(pair, comparisons=comparisons[(dataset, model)])
+        if comparison.empty:
+            doc.add(Text("No pair of strategies shares a compression and seed to compare on."))
+        else:
+            n_tests = int(comparisons[(dataset, model)]["p_holm"].notna().sum())
+            doc.add(Table(comparison, f"{name}: top-1 after fine-tuning, every pair of strategies at each "
+                                      "compression, paired by seed: mean difference \u0394 (higher minus "
+                                      "lower mean, pp) with its 95% t interval, paired t-test p, and p "
+                                      f"adjusted by Holm's method over these {n_tests} tests (significant: "
+                                      "Holm p < 0.05)"))
+        auc = tables.auc_table(pair)
+        if not auc.empty:
+            doc.add(Table(auc, f"{name}: area under the curve, the mean top-1 after fine-tuning over the "
+                               "log2 range every strategy covers (higher is better)"))
+        front = tables.pareto_table(pair)
+        if not front.empty:
+            doc.add(Table(front, f"{name}: Pareto front, the operating points no other beats in both "
+                                 "compression and top-1 after fine-tuning"))
+
+
 def _setup(doc: Document, runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> None:
-    doc.add(Heading("Setup"), Table(tables.setup_table(runs, counts), "What was run"))
+    table, left_out = tables.setup_table(runs, counts)
+    doc.add(Heading("Setup"),
+            Table(table, "What was run: the grid, the training budgets and every setting that is not at "
+                         "its default"))
+    if left_out:
+        doc.add(Text(tables.setup_note(left_out)))
     if len(runs):
         doc.add(Table(tables.dense_table(runs), "Dense (unpruned) models, test accuracy"))
 
@@ -97,52 +197,6 @@ def _checklist(doc: Document, runs: pd.DataFrame) -> None:
             Text(f"{passed} of {len(table)} items of the reporting checklist of Blalock et al. (2020) "
                  "hold for these runs."),
             Table(table))
-
-
-def _results(doc: Document, runs: pd.DataFrame, layers: pd.DataFrame, dataset: str, model: str) -> None:
-    name = pair_title(dataset, model)
-    doc.add(Heading(f"Results: {name}"),
-            Table(tables.summary_table(runs), f"{name}: mean \u00b1 std over seeds (FT = fine-tuning)"))
-    for x, x_text in (("compression", "compression ratio"), ("speedup", "theoretical speedup")):
-        for change in (False, True):
-            what = "Change in accuracy" if change else "Accuracy"
-            fig = accuracy_figure(runs, x=x, change=change, title=name, labeller=display_name)
-            doc.add(Image(fig, f"{dataset}-{model}-{'change' if change else 'accuracy'}-{x}",
-                          f"{name}: {what.lower()} (top-1, top-5; before and after fine-tuning) against "
-                          f"{x_text}; lines are seed means, bands \u00b11 std; dashed: "
-                          f"{'no change' if change else 'dense model'}."))
-    if len(layers):
-        fig = layer_density_figure(layers, title=name, labeller=display_name)
-        if fig is not None:
-            doc.add(Image(fig, f"{dataset}-{model}-layer-density",
-                          f"{name}: fraction of each prunable layer's weights kept, one run per strategy "
-                          "at the largest compression all strategies reached."))
-
-
-def _comparisons(doc: Document, runs: pd.DataFrame) -> None:
-    doc.add(Heading("Comparisons"))
-    if runs.empty:
-        doc.add(Text("No finished runs to compare."))
-        return
-    for dataset, model in _pairs(runs):
-        pair = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
-        name = pair_title(dataset, model)
-        doc.add(Heading(name, level=3))
-        comparison = tables.comparison_table(pair)
-        if comparison.empty:
-            doc.add(Text("No pair of strategies shares a compression and seed to compare on."))
-        else:
-            doc.add(Table(comparison, "Top-1 after fine-tuning, strategy A minus B, runs paired by "
-                                      "compression and seed (pp; p-values of a paired t-test and a "
-                                      "Wilcoxon signed-rank test, the latter for 6 pairs or more)"))
-        auc = tables.auc_table(pair)
-        if not auc.empty:
-            doc.add(Table(auc, "Area under the curve: mean top-1 after fine-tuning over the log2 range "
-                               "every strategy covers (higher is better)"))
-        front = tables.pareto_table(pair)
-        if not front.empty:
-            doc.add(Table(front, "Pareto front: operating points no other beats in both compression "
-                                 "and top-1 after fine-tuning"))
 
 
 def _literature(doc: Document, runs: pd.DataFrame, survey: Survey) -> None:
@@ -166,8 +220,12 @@ def _literature(doc: Document, runs: pd.DataFrame, survey: Survey) -> None:
             doc.add(Text(f"{name}: the survey lists {n_listed} papers, but none gives both an accuracy "
                          "change and a compression ratio or speedup, so there is nothing to plot."))
             continue
-        pair = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
-        fig = literature_figure(points, name, ours=pair, labeller=display_name)
+        from .litplots import literature_figure  # matplotlib
+
+        pair = _of_pair(runs, dataset, model)
+        topk = (1, 5) if tables.show_top5(pair, dataset) else (1,)
+        pruned = pair[pd.to_numeric(pair["compression"], errors="coerce") > 1]  # the control is the 0 line
+        fig = literature_figure(points, name, ours=pruned, labeller=display_name, topk=topk)
         n_papers = points["paper"].nunique()
         doc.add(Image(fig, f"literature-{dataset}-{model}",
                       f"{name}: our strategies after fine-tuning (lines, bands \u00b11 std) over "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..results.files import atomic_write_bytes
+from ..results.names import display_name
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies. Yellow is last
 # because it is faint on white.
@@ -34,12 +36,12 @@ DENSE_COLOR = "#555555"
 F = TypeVar("F", bound=Callable[..., Any])
 
 RC = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "legend.fontsize": 8,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
+    "font.size": 10,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 9.5,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
@@ -55,6 +57,37 @@ def style_for(index: int) -> dict[str, str]:
         "marker": MARKERS[index % len(MARKERS)],
         "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)],
     }
+
+
+# A strategy keeps its colour and marker in every figure and every report: the built-ins have fixed
+# entries (keyed by their ShrinkBench name); any other name is hashed into the colours and markers
+# left over, so its style depends on its name alone, never on which other strategies are present.
+STRATEGY_STYLES: dict[str, tuple[str, str]] = {
+    "GlobalMagWeight": ("#0072B2", "o"),  # blue
+    "LayerMagWeight": ("#009E73", "^"),  # bluish green
+    "GlobalMagGrad": ("#E69F00", "s"),  # orange
+    "LayerMagGrad": ("#56B4E9", "v"),  # sky blue
+    "GlobalMagAct": ("#CC79A7", "D"),  # reddish purple
+    "LayerMagAct": ("#000000", "P"),  # black
+    "RandomPruning": ("#D55E00", "X"),  # vermillion
+    "Unpruned": (DENSE_COLOR, "*"),
+}
+# Further colour-blind-considerate colours (Tol's "muted" set, minus near-duplicates of the above).
+USER_COLORS: tuple[str, ...] = ("#332288", "#882255", "#117733", "#AA4499", "#999933", "#CC6677",
+                                "#44AA99", "#DDCC77")
+USER_MARKERS: tuple[str, ...] = ("<", ">", "h", "p", "d", "8")
+
+
+def strategy_style(name: str) -> dict[str, str]:
+    """The fixed colour, marker and line style of a strategy (a ShrinkBench or canonical name)."""
+    shown = display_name(str(name))
+    if shown in STRATEGY_STYLES:
+        color, marker = STRATEGY_STYLES[shown]
+        return {"color": color, "marker": marker, "linestyle": "-"}
+    code = zlib.crc32(shown.encode("utf-8"))  # stable across processes, unlike hash()
+    return {"color": USER_COLORS[code % len(USER_COLORS)],
+            "marker": USER_MARKERS[(code // len(USER_COLORS)) % len(USER_MARKERS)],
+            "linestyle": "--"}
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = (3.4, 2.6),
@@ -77,22 +110,25 @@ def styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def log2_axis(ax: Axes, values: Iterable[float]) -> None:
-    """A log2 x axis with ticks at the powers of two spanned by `values`, labelled 1, 2, 4, ..."""
+def log2_axis(ax: Axes, values: Iterable[float], pad: float = 0.12) -> None:
+    """A log2 x axis that ends at the data (plus `pad` octave), ticks at the powers of two inside it."""
     finite = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
     ax.set_xscale("log", base=2)
-    if finite.size == 0:
-        return
-    lo = int(np.floor(np.log2(finite.min())))
-    hi = int(np.ceil(np.log2(finite.max())))
-    if hi == lo:
-        hi = lo + 1
-    ticks = [2.0**k for k in range(lo, hi + 1)]
-    ax.set_xticks(ticks)
-    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_ratio))
     ax.xaxis.set_minor_locator(LogLocator(base=2, subs=()))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlim(ticks[0] / 2**0.25, ticks[-1] * 2**0.25)
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_ratio))
+    if finite.size == 0:
+        return
+    lo, hi = np.log2(finite.min()), np.log2(finite.max())
+    if hi - lo < 0.5:  # a narrow range still spans half an octave
+        middle = (lo + hi) / 2
+        lo, hi = middle - 0.25, middle + 0.25
+    # 32.01 is "32x": a power of two within 1% of the data counts as reached
+    ticks = [2.0**k for k in range(int(np.ceil(lo - 0.015)), int(np.floor(hi + 0.015)) + 1)]
+    if len(ticks) < 2:
+        ticks = sorted({float(f"{2**lo:.2g}"), float(f"{2**hi:.2g}"), *ticks})
+    ax.set_xticks(ticks)
+    ax.set_xlim(2 ** (min(lo, np.log2(ticks[0])) - pad), 2 ** (max(hi, np.log2(ticks[-1])) + pad))
 
 
 def _fmt_ratio(value: float, _pos: int) -> str:
@@ -101,45 +137,36 @@ def _fmt_ratio(value: float, _pos: int) -> str:
 
 
 def log_percent_axis(ax: Axes, values: Iterable[float]) -> None:
-    """A log10 y axis of percentages up to 100, with ticks at 0.1, 1, 10, 100 labelled plainly."""
+    """A log10 y axis of percentages that ends at the data (at most 100 %), labelled plainly."""
     finite = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
-    low = 10.0 ** np.floor(np.log10(finite.min())) if finite.size else 1.0
+    low = finite.min() if finite.size else 1.0
+    high = min(finite.max(), 100.0) if finite.size else 100.0
     ax.set_yscale("log")
-    ax.set_ylim(low / 1.3, 130)
+    ax.set_ylim(low / 1.25, max(high, low * 2) * 1.25)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    if np.log10(high / low) < 1.2:  # under about a decade: label the 2x and 5x ticks too
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
 
 
 def legend_outside(fig: Figure, handles: Sequence, labels: Sequence[str], title: str | None = None) -> None:
     """One legend for the whole figure, to the right of the panels, off the data."""
     if handles:
         fig.legend(handles, labels, loc="outside right center", title=title, frameon=False,
-                   fontsize=8, title_fontsize=8)
+                   fontsize=9, title_fontsize=9, alignment="left")
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 130) -> bytes:
-    """The figure encoded as PNG (palette-quantized, about 3x smaller) or SVG."""
+    """The figure encoded as SVG (text as paths, so it looks the same everywhere) or PNG."""
     buf = io.BytesIO()
     meta = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
     with matplotlib.rc_context(RC):  # svg.hashsalt is read when saving
         fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
-    return _quantize_png(buf.getvalue()) if fmt == "png" else buf.getvalue()
+    return buf.getvalue()
 
 
-def _quantize_png(data: bytes) -> bytes:
-    """A 128-colour palette PNG of `data` (plots have few colours); unchanged without Pillow."""
-    try:
-        from PIL import Image  # a dependency of matplotlib
-    except ImportError:  # pragma: no cover
-        return data
-    with Image.open(io.BytesIO(data)) as image:
-        small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
-    out = io.BytesIO()
-    small.save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
-def data_uri(fig: Figure, fmt: str = "png") -> str:
-    """The figure as a data: URI for embedding in a self-contained HTML file."""
+def data_uri(fig: Figure, fmt: str = "svg") -> str:
+    """The figure as a data: URI for embedding in a self-contained HTML file (SVG: sharp at any width)."""
     mime = {"png": "image/png", "svg": "image/svg+xml"}[fmt]
     return f"data:{mime};base64," + base64.b64encode(figure_bytes(fig, fmt)).decode("ascii")
 

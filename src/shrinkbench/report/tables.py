@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ShrinkBenchError
+from .. import __version__
 from ..results import analysis
-from ..results.names import display_name
+from ..results.checks import MANY_CLASSES, num_classes
 from ..results.frame import KEY_COLUMNS, METRIC_KEYS
+from ..results.names import display_name
+from .defaults import CONFIG_DEFAULTS, DEFINING, same_value
 
 PASS, FAIL = "\u2713", "\u2717"
 PM = "\u00b1"
@@ -65,6 +66,25 @@ def with_changes(runs: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     return out
 
 
+def show_top5(runs: pd.DataFrame, dataset: object = None) -> bool:
+    """Whether top-5 means something for `dataset` (all data sets of `runs` when None).
+
+    True for more than MANY_CLASSES classes (the checklist's rule); for a data set whose class count
+    is unknown, True when top-5 was recorded.
+    """
+    datasets = runs["dataset"].dropna().unique() if dataset is None else [dataset]
+    for name in datasets:
+        classes = num_classes(runs, name)
+        if classes is not None:
+            if classes > MANY_CLASSES:
+                return True
+            continue
+        top5 = pd.to_numeric(runs.loc[runs["dataset"] == name].get("post_test_top5_pct"), errors="coerce")
+        if top5 is not None and top5.notna().any():
+            return True
+    return False
+
+
 SUMMARY_METRICS: tuple[tuple[str, str, float, int], ...] = (
     # column, header, scale, decimals
     ("compression_ratio", "Compression ratio", 1.0, 2),
@@ -77,10 +97,14 @@ SUMMARY_METRICS: tuple[tuple[str, str, float, int], ...] = (
 )
 
 
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy and requested compression: seeds and mean ± std of the headline metrics."""
-    data = with_changes(runs, ("post_test_top1_pct", "post_test_top5_pct"))
-    metrics = [m for m, *_ in SUMMARY_METRICS if m in data.columns]
+def summary_table(runs: pd.DataFrame, top5: bool | None = None) -> pd.DataFrame:
+    """Per strategy and requested compression: seeds and mean ± std of the headline metrics.
+
+    Top-5 columns only when `top5` (default: `show_top5(runs)`).
+    """
+    top5 = show_top5(runs) if top5 is None else top5
+    data = with_changes(runs, ("post_test_top1_pct", "post_test_top5_pct") if top5 else ("post_test_top1_pct",))
+    metrics = [m for m, *_ in SUMMARY_METRICS if m in data.columns and (top5 or "top5" not in m)]
     agg = analysis.aggregate(data, metrics=metrics, by=("strategy", "compression"))
     rows = []
     for _, r in agg.iterrows():
@@ -103,21 +127,34 @@ def checklist_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "Rule", "Found", "Paper"])
 
 
-def comparison_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
-    """Every pair of strategies compared on runs matched by compression and seed (paired t, Wilcoxon)."""
-    strategies = sorted(runs["strategy"].dropna().unique(), key=str)
+def comparison_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct",
+                     comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every pair of strategies at each compression, paired over seeds, with Holm-adjusted p-values.
+
+    Each row names the strategy with the higher mean first, so every difference is >= 0.
+    """
+    if comparisons is None:
+        comparisons = analysis.compare_per_compression(runs, metric)
     rows = []
-    for a, b in itertools.combinations(strategies, 2):
-        try:
-            c = analysis.paired_comparison(runs, a, b, metric)
-        except ShrinkBenchError:
-            continue  # no matched runs for this pair
-        ci = (f"[{fmt_number(c.ci95_low, 2)}, {fmt_number(c.ci95_high, 2)}]"
-              if math.isfinite(c.ci95_low) else "")
-        rows.append({"A": display_name(c.a), "B": display_name(c.b), "Pairs": c.n,
-                     "Mean A \u2212 B (pp)": fmt_number(c.mean_diff, 2), "95% CI (pp)": ci,
-                     "t-test p": fmt_p(c.p_value), "Wilcoxon p": fmt_p(c.wilcoxon_p)})
+    order = comparisons.assign(_size=comparisons["mean_diff"].abs()).sort_values(
+        ["compression", "_size"], ascending=[True, False], kind="stable") if len(comparisons) else comparisons
+    for _, c in order.iterrows():
+        flip = c["mean_diff"] < 0
+        higher, lower = (c["b"], c["a"]) if flip else (c["a"], c["b"])
+        sign = -1.0 if flip else 1.0
+        low, high = sorted((sign * c["ci95_low"], sign * c["ci95_high"]))
+        rows.append({"Compression": fmt_ratio(c["compression"]),
+                     "Higher mean": display_name(higher), "Lower mean": display_name(lower),
+                     "Seeds": int(c["n"]), "\u0394 (pp)": fmt_number(sign * c["mean_diff"], 2),
+                     "95% CI": fmt_interval(low, high), "p": fmt_p(c["p_value"]),
+                     "Holm p": fmt_p(c["p_holm"]), "Significant": "yes" if c["significant"] else "no"})
     return pd.DataFrame(rows)
+
+
+def fmt_interval(low: object, high: object, digits: int = 2) -> str:
+    """'[low, high]', or empty when either end is unknown."""
+    lo, hi = fmt_number(low, digits), fmt_number(high, digits)
+    return f"[{lo}, {hi}]" if lo and hi else ""
 
 
 def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
@@ -196,43 +233,80 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
             if c not in fixed and "." in str(c) and not str(c).startswith("env.")]
 
 
-def setup_table(runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> pd.DataFrame:
-    """What was run: run counts, the grid (data sets, models, strategies, compressions, seeds), the recipe."""
+def setup_table(runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> tuple[pd.DataFrame, int]:
+    """What was run: run counts, the grid, the training budgets and every setting not at its default.
+
+    Returns the table and the number of known settings left out because every run has the default.
+    """
     rows = []
     for kind, per_status in counts.items():
         text = ", ".join(f"{n} {s}" for s, n in per_status.items() if n)
-        rows.append((f"{kind} runs", text or "none"))
-    grid = (("dataset", "Data sets"), ("model", "Models"), ("strategy", "Strategies"),
-            ("compression", "Compressions"), ("seed", "Seeds"))
-    for column, label in grid:
-        values = runs[column].dropna().unique() if column in runs else []
-        if column == "strategy":
-            shown = [display_name(v) for v in sorted(values, key=str)]
-        elif column == "compression":
-            shown = [fmt_ratio(v) for v in sorted(values)]
-        else:
-            shown = [str(v) for v in sorted(values, key=str)]
-        rows.append((label, ", ".join(shown)))
-    for column in config_columns(runs):
-        rows.append((column, _distinct(runs[column], fmt=_plain)))
-    return pd.DataFrame(rows, columns=["Setting", "Value"])
+        rows.append((f"{'pruned' if kind == 'prune' else kind} runs", text or "none", ""))
+    pruned = runs[~np.isclose(pd.to_numeric(runs.get("compression"), errors="coerce"), 1.0)] if len(runs) else runs
+    controls = len(runs) - len(pruned)
+    datasets = sorted(runs["dataset"].dropna().unique(), key=str) if "dataset" in runs else []
+    shown = []
+    for name in datasets:
+        classes = num_classes(runs, name)
+        shown.append(f"{name} ({classes} classes)" if classes else str(name))
+    rows.append(("Data set", ", ".join(shown), ""))
+    rows.append(("Model", ", ".join(str(v) for v in sorted(runs["model"].dropna().unique(), key=str))
+                 if "model" in runs else "", ""))
+    strategies = [display_name(v) for v in sorted(pruned["strategy"].dropna().unique(), key=str)] \
+        if len(pruned) else []
+    rows.append(("Strategies", ", ".join(strategies) + ("; Unpruned: the compression-1 control"
+                                                        if controls else ""), ""))
+    compressions = sorted(runs["compression"].dropna().unique()) if "compression" in runs else []
+    rows.append(("Compressions", ", ".join(fmt_ratio(v) for v in compressions), ""))
+    rows.append(("Seeds", ", ".join(str(v) for v in sorted(runs["seed"].dropna().unique()))
+                 if "seed" in runs else "", ""))
+    left_out = 0
+    # top-level settings (threads, precision, ...) have no dot in their name: take them from the defaults
+    top_level = [k for k in CONFIG_DEFAULTS if "." not in k and k in runs and k not in KEY_COLUMNS]
+    for column in [*DEFINING, *(c for c in [*config_columns(runs), *top_level] if c not in DEFINING)]:
+        if column not in runs:
+            continue
+        # a control resets pruning.* to the defaults: judge those settings on pruned runs alone
+        values = (pruned if column.startswith("pruning.") and len(pruned) else runs)[column]
+        known = column in CONFIG_DEFAULTS
+        default = CONFIG_DEFAULTS.get(column)
+        if column not in DEFINING:
+            if known and all(same_value(v, default) for v in values):
+                left_out += 1
+                continue
+            if not known and all(same_value(v, None) or v == () for v in values):
+                continue
+        label = {"dense.recipe.epochs": "Dense training epochs (dense.recipe.epochs)",
+                 "finetune.epochs": "Fine-tuning epochs (finetune.epochs)"}.get(column, column)
+        values = values.map(lambda v: "none" if same_value(v, None) else v)
+        rows.append((label, _distinct(values, fmt=_plain),
+                     _plain(default) if known and default is not None else ("none" if known else "")))
+    return pd.DataFrame(rows, columns=["Setting", "Value", "Default"]), left_out
+
+
+def setup_note(left_out: int) -> str:
+    """The sentence under the setup table about the settings it leaves out."""
+    return (f"The other {left_out} settings have their default values in every run (shrinkbench "
+            f"{__version__}; docs/experiments.md lists them).")
 
 
 def _plain(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
     return str(value)
 
 
 def dense_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The dense models' test accuracy per data set and model (mean ± std over seeds)."""
+    """The dense models' test accuracy per data set and model (mean ± std over seeds); top-5 where it counts."""
     rows = []
     for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
         per_seed = group.groupby("seed")[[c for c in ("dense_test_top1_pct", "dense_test_top5_pct") if c in group]]
         means = per_seed.mean()
         row = {"Data set": dataset, "Model": model, "Seeds": len(means)}
         for column, header in (("dense_test_top1_pct", "Top-1 (%)"), ("dense_test_top5_pct", "Top-5 (%)")):
-            if column in means:
+            if column in means and ("top1" in column or show_top5(runs, dataset)):
                 row[header] = fmt_pm(means[column].mean(), means[column].std(), 2)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,7 +1,12 @@
-"""Statistics over runs: seed aggregation, accuracy change, AUC, Pareto fronts, paired tests."""
+"""Statistics over runs: seed aggregation, accuracy change, AUC, Pareto fronts, paired tests.
+
+Only `scipy.special` is imported up front (the t distribution); `scipy.stats`, several times
+slower to import, is loaded by `paired_comparison` alone.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -9,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from ..errors import ConfigError
 from .checks import CheckItem, checklist
@@ -17,7 +22,8 @@ from .names import canonical_strategy
 
 __all__ = [
     "GROUP_COLUMNS", "DEFAULT_METRICS", "aggregate", "accuracy_change", "auc", "pareto_front",
-    "paired_comparison", "PairedComparison", "checklist", "CheckItem", "t_halfwidth",
+    "paired_comparison", "PairedComparison", "compare_per_compression", "holm", "checklist",
+    "CheckItem", "t_halfwidth",
 ]
 
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
@@ -46,7 +52,7 @@ def t_halfwidth(std: Any, n: Any, level: float = 0.95) -> Any:
     n_arr = np.asarray(n, dtype=float)
     std_arr = np.asarray(std, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        crit = stats.t.ppf(0.5 + level / 2, np.where(n_arr >= 2, n_arr - 1, np.nan))
+        crit = special.stdtrit(np.where(n_arr >= 2, n_arr - 1, np.nan), 0.5 + level / 2)
         out = crit * std_arr / np.sqrt(n_arr)
     out = np.where(n_arr >= 2, out, np.nan)
     return out.item() if out.ndim == 0 else out
@@ -289,6 +295,8 @@ def paired_comparison(
     std = float(diff.std(ddof=1)) if n > 1 else math.nan
     half = t_halfwidth(std, n)
     t_stat = p = wil = math.nan
+    from scipy import stats  # slow to import; only this function needs it
+
     if n > 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -300,3 +308,89 @@ def paired_comparison(
         except ValueError:  # every difference is zero
             wil = math.nan
     return PairedComparison(a, b, metric, n, mean, std, mean - half, mean + half, t_stat, p, wil)
+
+
+def holm(p_values: Iterable[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the given order; NaN p-values stay NaN, outside the family."""
+    p = np.asarray(list(p_values), dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    if m:
+        order = finite[np.argsort(p[finite], kind="stable")]
+        # the i-th smallest (from 0) is multiplied by m - i; adjusted values never decrease with rank
+        scaled = (m - np.arange(m)) * p[order]
+        out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "compression", "a", "b", "n", "mean_a", "mean_b", "mean_diff", "std_diff", "ci95_low",
+    "ci95_high", "t_statistic", "p_value", "p_holm", "significant",
+)
+
+
+def _paired_t(diff: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean, sample std, t statistic and two-sided p of a one-sample t-test of `diff` against 0."""
+    n = len(diff)
+    mean = float(diff.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(diff.std(ddof=1))
+    if std == 0.0:  # every pair differs by the same amount: no spread to test against
+        t = math.nan if mean == 0.0 else math.copysign(math.inf, mean)
+    else:
+        t = mean / (std / math.sqrt(n))
+    p = float(2.0 * special.stdtr(n - 1, -abs(t))) if not math.isnan(t) else math.nan
+    return mean, std, t, p
+
+
+def compare_per_compression(
+    df: pd.DataFrame,
+    metric: str = "post_test_top1_pct",
+    by: Sequence[str] = ("dataset", "model"),
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Every pair of strategies at each compression, paired over seeds, Holm-corrected within each `by` group.
+
+    One row per (*by, compression, a, b) with a < b by name: n pairs, mean_a, mean_b, mean_diff (a - b),
+    std_diff, 95% t interval, paired t-test p, Holm-adjusted p over the group's rows, significant.
+    """
+    by = list(by)
+    _require(df, [*by, "strategy", "compression", "seed", metric])
+    columns = [*by, *COMPARISON_COLUMNS]
+    rows = df[~_is_control(df)]
+    values = _numeric(rows[metric])
+    keep = values.notna() & rows["strategy"].notna()
+    rows, values = rows[keep], values[keep]
+    # one value per (group, compression, strategy, seed): repeated runs of one key are averaged
+    keys = [*by, "compression", "strategy", "seed"]
+    means = values.groupby([rows[c] for c in keys], dropna=False, sort=True).mean()
+    records: list[dict[str, Any]] = []
+    for group_key, group in means.groupby(level=list(range(len(by))), dropna=False, sort=True):
+        group_key = group_key if isinstance(group_key, tuple) else (group_key,)
+        strategies = sorted({str(s) for s in group.index.get_level_values("strategy")})
+        start = len(records)
+        for compression, at in group.groupby(level="compression", sort=True):
+            per_seed = {s: at.xs(s, level="strategy").droplevel(list(range(len(by) + 1)))
+                        for s in strategies if s in at.index.get_level_values("strategy")}
+            for a, b in itertools.combinations([s for s in strategies if s in per_seed], 2):
+                pairs = pd.concat([per_seed[a].rename("a"), per_seed[b].rename("b")], axis=1,
+                                  join="inner")
+                if pairs.empty:
+                    continue
+                # differences rounded to 1e-9 pp, so float noise in equal accuracies is no "effect"
+                diff = np.round(pairs["a"].to_numpy() - pairs["b"].to_numpy(), 9)
+                mean, std, t, p = _paired_t(diff)
+                half = t_halfwidth(std, len(diff))
+                records.append({
+                    **dict(zip(by, group_key)), "compression": float(compression), "a": a, "b": b,
+                    "n": len(diff), "mean_a": float(pairs["a"].mean()), "mean_b": float(pairs["b"].mean()),
+                    "mean_diff": mean, "std_diff": std, "ci95_low": mean - half, "ci95_high": mean + half,
+                    "t_statistic": t, "p_value": p,
+                })
+        adjusted = holm([r["p_value"] for r in records[start:]])
+        for record, p_adj in zip(records[start:], adjusted):
+            record["p_holm"] = float(p_adj)
+            record["significant"] = bool(np.isfinite(p_adj) and p_adj < alpha)
+    return pd.DataFrame.from_records(records, columns=columns)
