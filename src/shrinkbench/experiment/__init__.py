@@ -23,6 +23,8 @@ _LAZY = {
     "preflight": "components",
     "clear_data_cache": "components",
     "load_plugins": "plugins",
+    "export_run": "export",
+    "load_exported": "export",
 }
 
 __all__ = list(_LAZY)

@@ -18,6 +18,8 @@ _LAZY = {
     "pareto_front": "analysis",
     "paired_comparison": "analysis",
     "PairedComparison": "analysis",
+    "compare_per_compression": "analysis",
+    "holm": "analysis",
     "checklist": "checks",
     "CheckItem": "checks",
     "display_name": "names",
