@@ -244,6 +244,13 @@ def test_full_quickstart(tmp_path, capsys):
     means = frame.groupby(["strategy", "compression"])["pre_test_top1_pct"].mean()
     assert means[("GlobalMagWeight", 32.0)] > means[("RandomPruning", 32.0)] + 10
     assert (frame["compression_ratio"] - frame["compression"]).abs().max() < 0.05
+    from shrinkbench.results import checklist
+
+    failing = {item.rule: item.detail for item in checklist(frame) if not item.passed}
+    assert failing == {}  # the quickstart passes its own reporting checklist (3 seeds and the rest)
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert report.index('id="summary"') < report.index('id="plots"') < report.index('id="tables"')
+    assert "top-5" not in report.lower().split('id="setup"')[0]  # digits has 10 classes: top-1 only
 
 
 def test_threads_flag_sets_the_runs_threads_and_its_id(tmp_path, capsys, monkeypatch):

@@ -120,3 +120,12 @@ def test_summary_says_plainly_when_nothing_is_distinguishable(store_dir):
     assert winners.frame["Compression"].tolist() == ["2\u00d7", "4\u00d7", "8\u00d7"]
     assert set(winners.frame["Significant"]) == {"no"}
     assert not [b for b in doc.blocks[:start] if isinstance(b, Image)]
+
+
+def test_heading_ids_are_unique(tmp_path):
+    from shrinkbench.report.document import Document, Heading, to_html
+
+    doc = Document("t", [Heading("Plots", 2), Heading("a on b", 3), Heading("Tables", 2), Heading("a on b", 3),
+                         Heading("a on b", 3)])
+    ids = re.findall(r'id="([^"]+)"', to_html(doc))
+    assert ids == ["plots", "a-on-b", "tables", "a-on-b-2", "a-on-b-3"]

@@ -142,9 +142,14 @@ def to_html(doc: Document) -> str:
     """The document as one HTML page: inline CSS, figures as data: URIs, no external references."""
     parts: list[str] = []
     toc: list[str] = []
+    anchors: set[str] = set()
     for block in doc.blocks:
         if isinstance(block, Heading):
             anchor = slug(block.text)
+            if anchor in anchors:  # the same pair heads its part of each section: ids stay unique
+                anchor = next(f"{anchor}-{i}" for i in range(2, len(anchors) + 3)
+                              if f"{anchor}-{i}" not in anchors)
+            anchors.add(anchor)
             if block.level == 2:
                 toc.append(f'<li><a href="#{anchor}">{html.escape(block.text)}</a></li>')
             level = min(max(block.level, 1), 6)
