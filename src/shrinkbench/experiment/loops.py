@@ -139,7 +139,8 @@ def fit(
                 row[f"val_{key}"] = value
             rows.append(row)
             if progress:
-                bar.set_postfix(epoch=epoch + 1, val_acc1=f"{row.get('val_acc1', float('nan')):.4f}")
+                top1 = 100 * row.get("val_acc1", float("nan"))
+                bar.set_postfix_str(f"epoch {epoch + 1}, val top-1 {top1:.2f}%")
             if on_epoch is not None:
                 on_epoch(phase, epoch + 1, row)
             done = epoch + 1

@@ -20,6 +20,7 @@ from ..experiment.components import preflight
 from ..experiment.config import Config
 from ..experiment.plugins import check_portable
 from ..results.store import Store
+from ..results.names import display_name
 from .executors import EXECUTORS, Executor
 from .ray_executor import RayExecutor  # noqa: F401  (registers the 'ray' executor)
 from .jobs import TaskFn, experiment_task
@@ -239,7 +240,8 @@ class DryRun:
         )
         out = [head]
         for run in plan.runs:
-            shown = " ".join(f"{k}={v}" for k, v in run.point.items())
+            shown = " ".join(f"{k}={display_name(v) if k == 'pruning.strategy' else v}"
+                             for k, v in run.point.items())
             out.append(f"{run.run_id}  {self.status.get(run.run_id, 'new'):<11} dense {run.dense_id or '-'}  {shown}")
         return out
 
