@@ -1,4 +1,4 @@
-"""The import-linter contracts of pyproject.toml (the layering table of ARCHITECTURE.md) hold."""
+"""The import-linter contracts of pyproject.toml (the layering table of docs/internals.md) hold."""
 
 from __future__ import annotations
 

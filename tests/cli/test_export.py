@@ -31,7 +31,7 @@ BASE = {
 }
 SIZE = r"([0-9.]+) (B|kB|MB|GB)"
 UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
-LINE = re.compile(rf"^exported (?P<id>[0-9a-f]{{16}}) \((?P<what>[^)]*)\) as (?P<fmt>\w+): "
+LINE = re.compile(rf"^exported (?P<id>[0-9a-f]{{16}}) \((?P<what>[^)]*)\) as (?P<fmt>\w+): model.pt \(weights and masks\) "
                   rf"{SIZE} -> {SIZE} \((?P<ratio>[0-9.]+)x (?P<dir>smaller|larger)\), "
                   rf"(?P<kept>[0-9,]+) of (?P<total>[0-9,]+) parameters nonzero, at (?P<path>.+)$")
 
@@ -77,7 +77,7 @@ def _check_line(stdout: str, source: Path, target: Path) -> re.Match:
     found = LINE.match(stdout.strip())
     assert found, stdout
     before, after = source.stat().st_size, target.stat().st_size
-    assert f": {format_bytes(before)} -> {format_bytes(after)} (" in stdout
+    assert f"masks) {format_bytes(before)} -> {format_bytes(after)} (" in stdout
     groups = found.groups()
     shown = [float(groups[3]) * UNITS[groups[4]], float(groups[5]) * UNITS[groups[6]]]
     assert abs(shown[0] - before) <= 0.05 * UNITS[groups[4]]

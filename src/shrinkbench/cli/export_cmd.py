@@ -48,7 +48,8 @@ def export_line(result: Any) -> str:
     return (f"exported {result.run_id} ({cfg.get('data', {}).get('name')}/"
             f"{cfg.get('model', {}).get('name')} {display_name(pruning.get('strategy', 'none'))} "
             f"x{float(pruning.get('compression', 1)):g} seed {cfg.get('seed')}) as {result.fmt}: "
-            f"{format_bytes(result.source_bytes)} -> {format_bytes(result.exported_bytes)} "
+            f"model.pt (weights and masks) {format_bytes(result.source_bytes)} -> "
+            f"{format_bytes(result.exported_bytes)} "
             f"({change}), {result.params_kept:,} of {result.params_total:,} parameters nonzero, "
             f"at {result.path}")
 

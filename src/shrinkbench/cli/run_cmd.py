@@ -96,8 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..sweep.runner import run_status
 
     cfg = load_config(args.config, with_threads(args.overrides, args.threads), plugins=args.plugins)
-    if run_status(args.out, cfg.run_id) == "interrupted" and not args.force:
+    status = run_status(args.out, cfg.run_id)
+    if status == "interrupted" and not args.force:
         sys.stderr.write(f"run {cfg.run_id}: interrupted earlier; resuming from its checkpoint\n")
+    elif status == "done" and not args.force:
+        sys.stderr.write(f"run {cfg.run_id}: already done in {args.out}; not run again (--force reruns it)\n")
     metrics = run_experiment(cfg, args.out, force=args.force, progress=not args.no_progress)
     print(summary_line(cfg, metrics, args.out))
     return 0

@@ -67,9 +67,15 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def _accuracy_interval(mean: float, half: float) -> str:
+    """The t interval of a mean accuracy, cut to the possible range [0, 100] (a t interval over 3
+    seeds of a mean near 100% can reach past it)."""
+    return fmt_interval(max(mean - half, 0.0), min(mean + half, 100.0))
+
+
 def _mean_ci(mean: float, half: float) -> str:
     text = fmt_number(mean, 2)
-    return f"{text} {fmt_interval(mean - half, mean + half)}" if np.isfinite(half) else text
+    return f"{text} {_accuracy_interval(mean, half)}" if np.isfinite(half) else text
 
 
 def winners_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +123,7 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame)
     control = pd.to_numeric(controls.get(METRIC), errors="coerce").dropna()
     if len(control):
         half = analysis.t_halfwidth(float(control.std(ddof=1)) if len(control) > 1 else np.nan, len(control))
-        interval = fmt_interval(control.mean() - half, control.mean() + half)
+        interval = _accuracy_interval(float(control.mean()), half) if np.isfinite(half) else ""
         out.append(f"Reference: the unpruned control (compression 1, fine-tuned with the same recipe) "
                    f"reaches {fmt_number(control.mean(), 2)}% top-1"
                    + (f" (95% CI {interval})" if interval else "") + f" over {len(control)} seeds.")

@@ -85,12 +85,20 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
     return doc
 
 
+def _controls(runs: pd.DataFrame) -> int:
+    """How many of the done runs are unpruned controls (compression 1)."""
+    if "compression" not in runs or runs.empty:
+        return 0
+    return int((pd.to_numeric(runs["compression"], errors="coerce") == 1).sum())
+
+
 def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, dict[str, int]],
              pairs: list[tuple[str, str]], comparisons: dict[tuple[str, str], pd.DataFrame]) -> None:
     prune = counts["prune"]
     holds = sum(item.passed for item in analysis.checklist(runs)) if len(runs) else 0
     doc.add(Heading("Summary"),
-            Text(f"Results folder {folder}: {prune['done']} pruned runs done, {prune['failed']} failed, "
+            Text(f"Results folder {folder}: {prune['done']} runs done ({_controls(runs)} of them unpruned "
+                 f"controls at compression 1), {prune['failed']} failed, "
                  f"{prune['pending'] + prune['running']} pending or running; {holds} of 6 items of the "
                  "reporting checklist hold (see Checklist). Accuracies are on the test split, in percent; "
                  "changes are in percentage points (pp). Strategies are compared at each compression on "

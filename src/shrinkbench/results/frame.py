@@ -14,7 +14,7 @@ from ..common import DB_NAME, LAYERS_FILE, METRIC_KEYS, flatten_dotted, get_dott
 from ..errors import StoreError
 from .files import dense_dir, run_dir
 from .names import display_name
-from .store import STATUSES, Store
+from .store import STATUSES, Store, stores_below_hint
 
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression", "seed")
 # Config keys of the key columns, in KEY_COLUMNS order.
@@ -66,7 +66,8 @@ def _open(out_dir: str | os.PathLike) -> Store:
     if not folder.is_dir():
         raise StoreError(f"results folder {folder} does not exist")
     if not (folder / DB_NAME).is_file():
-        raise StoreError(f"folder {folder} holds no results store ({DB_NAME} missing)")
+        raise StoreError(f"folder {folder} holds no results store ({DB_NAME} missing)"
+                         + stores_below_hint(folder))
     return Store(folder, create=False)
 
 

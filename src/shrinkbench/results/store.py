@@ -75,6 +75,19 @@ def _choices(kind: str, value: Any, valid: Iterable[str]) -> StoreError:
     return StoreError(f"invalid {kind} {value!r}; choose from: {', '.join(valid)}")
 
 
+
+def stores_below_hint(folder: Path, limit: int = 3) -> str:
+    """'; results stores below it: A, B' when sub-folders of `folder` hold stores (the quickstart
+    writes shrinkbench-out/quickstart), else ''."""
+    try:
+        found = sorted(p.parent for p in Path(folder).glob(f"*/{DB_NAME}") if p.is_file())
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(str(p) for p in found[:limit]) + (", ..." if len(found) > limit else "")
+    return f"; results stores below it: {shown}"
+
 class Store:
     """The runs and per-epoch metrics of one output folder, in `<out_dir>/results.sqlite`."""
 
@@ -84,7 +97,8 @@ class Store:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise StoreError(f"output folder {self.out_dir} exists and is not a folder")
         if not create and not self.path.is_file():
-            raise StoreError(f"no results store in {self.out_dir} (expected {self.path})")
+            raise StoreError(f"no results store in {self.out_dir} (expected {self.path})"
+                             + stores_below_hint(self.out_dir))
         if create:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -240,7 +240,9 @@ class DryRun:
         )
         out = [head]
         for run in plan.runs:
-            shown = " ".join(f"{k}={display_name(v) if k == 'pruning.strategy' else v}"
+            # the strategy the run has: the compression-1 point of every strategy is one control
+            strategy = getattr(getattr(run.config, "pruning", None), "strategy", None)
+            shown = " ".join(f"{k}={display_name(strategy or v) if k == 'pruning.strategy' else v}"
                              for k, v in run.point.items())
             out.append(f"{run.run_id}  {self.status.get(run.run_id, 'new'):<11} dense {run.dense_id or '-'}  {shown}")
         return out
