@@ -45,7 +45,7 @@ class Registry(Generic[T]):
         lowered = {k.lower(): k for k in (*self._items, *self._aliases)}
         if isinstance(name, str) and name.lower() in lowered:
             return self.canonical(lowered[name.lower()])
-        choices = ", ".join(self.names())
+        choices = ", ".join(sorted(self.shown(n) for n in self.names()))
         close = difflib.get_close_matches(str(name), [*self._items, *self._aliases], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; choose from: {choices}")
@@ -61,6 +61,14 @@ class Registry(Generic[T]):
     def aliases(self) -> dict[str, str]:
         """Alias -> canonical name."""
         return dict(self._aliases)
+
+    def shown(self, name: str) -> str:
+        """The name to show a user: a CamelCase alias when there is one (the ShrinkBench names of
+        strategies, e.g. GlobalMagWeight), else the canonical name."""
+        for alias in self.aliases_of(name):
+            if alias[:1].isupper() and "_" not in alias and "-" not in alias:
+                return alias
+        return name
 
     def aliases_of(self, name: str) -> list[str]:
         """The aliases of a canonical name."""

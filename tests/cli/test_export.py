@@ -197,8 +197,13 @@ def _error_cases():
         ("wrong-model", ["{rid}"], "wrong", "does not fit model 'convnet_digits'"),
         ("to-directory", ["{rid}", "--to", "{tmp}"], None, "is a directory"),
         ("to-under-file", ["{rid}", "--to", "{tmp}/out/results.sqlite/x.pt"], None, "--to: cannot write"),
-        ("to-model-file", ["{rid}", "--to", "{tmp}/out/runs/{rid}/model.pt"], None, "is a file of the run"),
-        ("to-store", ["{rid}", "--to", "{tmp}/out/results.sqlite"], None, "is a file of the run"),
+        ("to-model-file", ["{rid}", "--to", "{tmp}/out/runs/{rid}/model.pt"], None, "is among the files of results folder"),
+        ("to-store", ["{rid}", "--to", "{tmp}/out/results.sqlite"], None, "is among the files of results folder"),
+        ("to-dense-model", ["{rid}", "--to", "{tmp}/out/dense/{dense}/model.pt"], None,
+         "is among the files of results folder"),
+        ("to-report", ["{rid}", "--to", "{tmp}/out/report.html"], None, "is among the files of results folder"),
+        ("to-device", ["{rid}", "--to", "/dev/null"], None, "exists and is not a plain file"),
+        ("to-trailing-slash", ["{rid}", "--to", "{tmp}/newdir/"], None, "is a directory"),
         ("no-store", ["{rid}", "--out", "{tmp}/nowhere"], None, "no results store in"),
     ]
 

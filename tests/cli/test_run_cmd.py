@@ -166,8 +166,8 @@ BAD_COMMANDS = [
     ("quickstart-out-is-a-file", ["quickstart", "--out", "{tmp}/cfg.yaml"], "is not a folder"),
     ("list-what", ["list", "losses"], "argument what: invalid choice: 'losses'"),
     ("model-too-big-for-digits", ["run", "{tmp}/cfg.yaml", "--out", "{tmp}/o", "--set", "model.name=resnet50"],
-     "model.name: model 'resnet50' needs inputs of at least 32x32 (it downsamples 32x), not 8x8; models for "
-     "inputs this small: convnet_digits, lenet300, mlp_digits"),
+     "model.name: model 'resnet50' needs inputs of at least 32x32, not 8x8 (its feature maps would shrink "
+     "to nothing); models for inputs this small: convnet_digits, lenet300, mlp_digits"),
     ("results-missing", ["results", "{tmp}/nowhere"], "results folder {tmp}/nowhere does not exist"),
     ("results-empty-dir", ["results", "{tmp}"], "holds no results store"),
     ("results-format", ["results", "{tmp}", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
@@ -276,3 +276,9 @@ def test_threads_flag_sets_the_runs_threads_and_its_id(tmp_path, capsys, monkeyp
     assert code == 0 and len(ids) == 2 and all(i in text for i in ids)
     code, _, err = call(["run", cfg_file, "--out", out, "--threads", "0"], capsys)
     assert code == 2 and "--threads: expected a whole number >= 1, got '0'" in err
+    code, _, err = call(["run", cfg_file, "--out", out, "--threads", "2", "--set", "threads=3"], capsys)
+    assert code == 2 and "threads: given both as --threads and as --set threads=...; give it once" in err
+    swept = tmp_path / "swept.yaml"
+    swept.write_text(yaml.safe_dump({"base": "cfg.yaml", "grid": {"threads": [1, 2]}}))
+    code, _, err = call(["sweep", swept, "--out", out, "--threads", "2", "--dry-run"], capsys)
+    assert code == 2 and "sweeps threads itself" in err

@@ -145,7 +145,7 @@ def test_bad_configs_raise_one_line_naming_the_field(raw, message):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownNameError, match="choose from: .*global_magnitude"):
+    with pytest.raises(UnknownNameError, match="choose from: .*GlobalMagWeight"):
         config_from_dict({"pruning": {"strategy": "GlobalMagWieght"}})
 
 

@@ -60,10 +60,10 @@ def test_a_plugin_file_registers_a_strategy_usable_with_options(plugin, tmp_path
     assert same.run_id == cfg.run_id and other.run_id != cfg.run_id  # options are hashed
     moved = config_from_dict({**TINY, "pruning": config_to_dict(cfg)["pruning"]})
     assert moved.run_id == cfg.run_id  # where the plugin file lives is not part of the run
-    with pytest.raises(ConfigError, match="^pruning.options.pow: 'global_relative_power' has no such "
+    with pytest.raises(ConfigError, match="^pruning.options.pow: 'GlobalRelPow' has no such "
                                           "option; valid options: power$"):
         config_from_dict({**TINY, "pruning": {"strategy": "GlobalRelPow", "options": {"pow": 2}}})
-    with pytest.raises(ConfigError, match="^pruning.options.power: 'global_magnitude' has no such "
+    with pytest.raises(ConfigError, match="^pruning.options.power: 'GlobalMagWeight' has no such "
                                           "option; valid options: none$"):
         config_from_dict({**TINY, "pruning": {"strategy": "GlobalMagWeight", "options": {"power": 2}}})
 
@@ -101,10 +101,14 @@ def test_cli_run_and_list_with_plugin(plugin, tmp_path, capsys):
     code = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--plugin", str(plugin),
                  "--set", "pruning.strategy=GlobalRelPow", "--set", "pruning.options.power=2"])
     out = capsys.readouterr().out
-    assert code == 0 and "global_relative_power x4" in out and "compression 4.00" in out
+    # one name everywhere: the CamelCase alias the plugin registered, as for the built-ins
+    assert code == 0 and "GlobalRelPow x4" in out and "compression 4.00" in out
+    from shrinkbench.results import load
+
+    assert list(load(tmp_path / "out")["strategy"]) == ["GlobalRelPow"]
     assert main(["list", "strategies", "--plugin", str(plugin)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("global_relative_power"))
-    assert "GlobalRelPow" in line and "options: power" in line
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("GlobalRelPow"))
+    assert "also: global_relative_power" in line and "options: power" in line
 
 
 def test_config_plugins_are_relative_to_the_config_file(plugin, tmp_path):

@@ -194,6 +194,6 @@ def test_min_size_is_the_smallest_input_the_forward_pass_keeps_spatial(name) -> 
         assert model(torch.zeros(1, channels, size, size)).shape == (1, 10)
     if size > 1:
         small = max(size // 2, 1)
-        with pytest.raises(ModelError, match=rf"needs inputs of at least {size}x{size} .*models for inputs "
+        with pytest.raises(ModelError, match=rf"needs inputs of at least {size}x{size}, .*models for inputs "
                                               rf"this small: .*lenet300"):
             create(name, num_classes=10, input_shape=(channels, small, small))

@@ -20,7 +20,7 @@ def _frame() -> pd.DataFrame:
             {"strategy": "C", "compression": 2.0, "post_test_top1_pct": 89.0 + 30 * e},
             {"strategy": "A", "compression": 4.0, "post_test_top1_pct": 85.0 + e},
             {"strategy": "B", "compression": 4.0, "post_test_top1_pct": 80.0 + e / 2},
-            {"strategy": "C", "compression": 4.0, "post_test_top1_pct": 40.0 + e},
+            {"strategy": "C", "compression": 4.0, "post_test_top1_pct": 40.0 + 2 * e},
             {"strategy": "Unpruned", "compression": 1.0, "post_test_top1_pct": 91.0 + e},
         ]
         for row in rows[-7:]:
@@ -77,3 +77,13 @@ def test_a_single_strategy_has_nothing_to_compare():
     assert comparisons.empty
     text = findings(winners(runs, comparisons), comparisons, runs)
     assert text[1] == "Only one strategy was run at each compression: there is nothing to compare it with."
+
+
+def test_runs_without_an_accuracy_are_named_not_silently_dropped():
+    runs = _frame()
+    runs.loc[(runs["strategy"] == "B") & (runs["compression"] == 4.0) & (runs["seed"] == 2),
+             "post_test_top1_pct"] = float("nan")
+    comparisons = compare_per_compression(runs)
+    text = findings(winners(runs, comparisons), comparisons, runs)
+    assert "1 done run has no top-1 after fine-tuning (NaN) and is left out of the means and tests: " \
+           "B 4\u00d7 seed 2." in text

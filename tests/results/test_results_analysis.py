@@ -152,7 +152,7 @@ def _paired_frame():
 def test_paired_comparison_by_hand():
     df, diffs = _paired_frame()
     res = paired_comparison(df, "global_magnitude", "RandomPruning")
-    assert (res.a, res.b, res.n) == ("global_magnitude", "random", 6)
+    assert (res.a, res.b, res.n) == ("GlobalMagWeight", "RandomPruning", 6)
     mean = 0.02
     std = math.sqrt((0.01**2 + 0 + 0.01**2 + 0.035**2 + 0.03**2 + 0.005**2) / 5)
     se = std / math.sqrt(6)
@@ -173,7 +173,7 @@ def test_paired_comparison_small_and_errors():
     df, _ = _paired_frame()
     few = paired_comparison(df[df["compression"] != 4], "global_magnitude", "random")
     assert few.n == 3 and math.isnan(few.wilcoxon_p) and not math.isnan(few.p_value)
-    with pytest.raises(ConfigError, match="'layer_gradient' has no runs"):
+    with pytest.raises(ConfigError, match="'LayerMagGrad' has no runs"):
         paired_comparison(df, "layer_gradient", "random")
     shifted = df.assign(seed=np.where(df["strategy"] == "random", df["seed"] + 10, df["seed"]))
     with pytest.raises(ConfigError, match="no matching pairs"):
@@ -256,11 +256,14 @@ def test_compare_per_compression_edge_cases():
     same = out.loc[(2.0, "a", "b")]  # identical runs: no effect, nothing to test
     assert same["mean_diff"] == 0 and math.isnan(same["p_value"]) and math.isnan(same["p_holm"])
     assert not same["significant"]
-    shifted = out.loc[(2.0, "a", "c")]  # a constant difference of 1 pp: what scipy's t-test says
+    shifted = out.loc[(2.0, "a", "c")]  # a constant difference of 1 pp on each of 3 seeds
     assert shifted["mean_diff"] == pytest.approx(1.0)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns about the zero spread
-        assert shifted["p_value"] == stats.ttest_rel([90.0, 91, 92], [89.0, 90, 91]).pvalue == 0.0
+        assert stats.ttest_rel([90.0, 91, 92], [89.0, 90, 91]).pvalue == 0.0  # the t-test's answer
+    # ... is not used: with no spread, the exact two-sided sign test: 3 of 3 positive, p = 2 / 2**3
+    assert shifted["p_value"] == 0.25 and not shifted["significant"]
+    assert stats.binomtest(3, 3, 0.5).pvalue == pytest.approx(0.25)
     one = out.loc[(4.0, "a", "b")]  # one seed: a difference but no interval and no test
     assert one["n"] == 1 and one["mean_diff"] == 10.0 and math.isnan(one["ci95_low"])
     assert math.isnan(one["p_value"]) and not one["significant"]

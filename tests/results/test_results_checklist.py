@@ -101,6 +101,8 @@ def test_top5():
     assert "number of classes unknown" in _only_failure(unknown, "top5")
     assert _verdicts(unknown.assign(num_classes=5))["top5"].passed
     assert not _verdicts(unknown.assign(**{"data.num_classes": 50}))["top5"].passed
+    synthetic = _runs(dataset="synthetic").drop(columns="post_test_top5_pct").assign(**{"data.options.num_classes": 4})
+    assert _verdicts(synthetic)["top5"].detail == "synthetic: not applicable (4 classes)"
     assert _verdicts(_runs(dataset="ImageNet"))["top5"].passed
 
 

@@ -45,5 +45,11 @@ def add_threads(parser: argparse.ArgumentParser, extra: str = "") -> None:
 
 
 def with_threads(overrides: list[str], threads: int | None) -> list[str]:
-    """The overrides with `threads=N` last, when --threads was given."""
-    return [*overrides, f"threads={threads}"] if threads is not None else list(overrides)
+    """The overrides with `threads=N` last, when --threads was given (and not also as --set)."""
+    if threads is None:
+        return list(overrides)
+    if any(o.split("=", 1)[0].strip() == "threads" for o in overrides):
+        from ..errors import ConfigError
+
+        raise ConfigError("threads: given both as --threads and as --set threads=...; give it once")
+    return [*overrides, f"threads={threads}"]

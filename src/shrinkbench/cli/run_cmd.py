@@ -76,12 +76,12 @@ def _pct(value: Any) -> str:
 
 def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     """One line: what ran, the compression and speedup reached, and test top-1 along the way."""
+    from ..experiment.validate import strategy_shown
     from ..results.files import RUNS_DIR
-    from ..results.names import display_name
 
     folder = os.path.join(out_dir, RUNS_DIR, cfg.run_id)
     return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
-            f"{display_name(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
+            f"{strategy_shown(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
             f"compression {_number(metrics.get('compression_ratio')):.2f}, "
             f"speedup {_number(metrics.get('speedup')):.2f}x, test top-1 "
             f"{_pct(metrics.get('dense_test_acc1'))} dense -> {_pct(metrics.get('pre_test_acc1'))} "
@@ -137,15 +137,15 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 @LISTINGS.register("strategies")
 def _list_strategies() -> list[str]:
+    from ..experiment.validate import strategy_shown
     from ..pruning import STRATEGIES
-    from ..results.names import display_name
 
     # The name shown everywhere (tables, plots, progress lines, CSV) first; any other name that a
     # config may use after it.
     rows = []
-    for name in sorted(STRATEGIES.names(), key=lambda n: display_name(n).lower()):
+    for name in sorted(STRATEGIES.names(), key=lambda n: strategy_shown(n).lower()):
         strategy = STRATEGIES.get(name)
-        shown = display_name(name)
+        shown = strategy_shown(name)
         others = ", ".join(n for n in (name, *STRATEGIES.aliases_of(name)) if n != shown)
         options = ", ".join(strategy.option_names())
         row = f"{shown:<24} {strategy.allocation:<10} {'also: ' + others if others else ''}"

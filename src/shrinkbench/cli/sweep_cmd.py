@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .argtypes import add_threads, amount, positive_int, with_threads
+from ..errors import ConfigError
 
 EXECUTOR_CHOICES = ("local", "process", "ray")
 
@@ -61,6 +62,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from ..sweep import dry_run, load_spec, plan_sweep, run_plan
 
     spec = load_spec(args.spec, with_threads(args.overrides, args.threads), plugins=args.plugins)
+    if args.threads is not None and "threads" in spec.axes.keys():
+        raise ConfigError(f"--threads {args.threads}: the spec {args.spec} sweeps threads itself; "
+                          "drop --threads or the threads axis")
     plan = plan_sweep(spec)
     if args.dry_run:
         for line in dry_run(plan, args.out, retry_failed=args.retry_failed).lines():

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..results.files import YAMLRefused, parse_yaml, read_yaml, yaml_problem
 from .ids import UNHASHED, compute_ids
 from .plugins import load_plugins, resolve_plugins
+from ..pruning import STRATEGIES
 from .validate import (NO_STRATEGY, build, check_options, check_section, data_options,
                        field_path, model_options, strategy_defaults, strategy_options, to_plain,
                        without_defaults)
@@ -155,7 +156,7 @@ class PruningConfig(_Section):
                               f"strategy of the unpruned control (compression 1), got compression "
                               f"{self.compression:g}")
         valid, required = strategy_options(self.strategy)
-        check_options(field_path("options"), self.options, valid, self.strategy)
+        check_options(field_path("options"), self.options, valid, STRATEGIES.shown(self.strategy))
         object.__setattr__(self, "options", without_defaults(self.options, strategy_defaults(self.strategy)))
         missing = [name for name in required if name not in self.options]
         if missing:

@@ -173,17 +173,27 @@ def export_state(model: nn.Module, fmt: str) -> tuple[Any, int]:
 
 
 def _check_target(target: Path, out_dir: str | os.PathLike, run_id: str) -> Path:
-    """Refuse a --to that is a folder or one of the run's (or the store's) own files."""
+    """Refuse a --to that is a folder, is not a plain file, or lies among the results folder's own
+    files (the store, the report, any run's or dense model's folder except the run's own exports)."""
+    text = str(target)
     if target.is_dir():
-        raise ConfigError(f"--to: {str(target)!r} is a directory; give a file name")
+        raise ConfigError(f"--to: {text!r} is a directory; give a file name")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise ConfigError(f"--to: {text!r} exists and is not a plain file (a link, device or pipe); "
+                          "give another name")
     resolved = target.resolve()
-    folder = run_dir(out_dir, run_id, create=False).resolve()
-    store = (Path(out_dir) / DB_NAME).resolve()
-    own_file = resolved.parent == folder and resolved.name in _RESERVED
-    store_file = resolved.parent == store.parent and resolved.name.startswith(store.name)
-    if own_file or store_file:
-        raise ConfigError(f"--to: {str(target)!r} is a file of the run or its store; "
-                          "choose another name")
+    out = Path(out_dir).resolve()
+    own = run_dir(out_dir, run_id, create=False).resolve()
+    inside = resolved.is_relative_to(out)
+    relative = resolved.relative_to(out).parts if inside else ()
+    managed = inside and (
+        (len(relative) == 1 and (resolved.name.startswith(DB_NAME) or resolved.suffix in (".html", ".md")))
+        or (relative[:1] in (("runs",), ("dense",)) and not (resolved.parent == own
+                                                             and resolved.name.startswith("export")))
+    )
+    if managed:
+        raise ConfigError(f"--to: {text!r} is among the files of results folder {out_dir} (its store, "
+                          "report, or a run's folder); write the export elsewhere or leave --to out")
     return target
 
 
@@ -196,6 +206,8 @@ def export_run(out_dir: str | os.PathLike, run_id: str, fmt: str = "state_dict",
     """
     check_format(fmt)
     row = find_run(out_dir, run_id)
+    if to is not None and str(to).endswith(("/", os.sep)):
+        raise ConfigError(f"--to: {str(to)!r} is a directory; give a file name")
     target = _check_target(Path(to) if to is not None else default_path(out_dir, row["id"], fmt),
                            out_dir, row["id"])
     model, source = load_run_model(out_dir, row)

@@ -139,8 +139,9 @@ def fit(
                 row[f"val_{key}"] = value
             rows.append(row)
             if progress:
-                top1 = 100 * row.get("val_acc1", float("nan"))
-                bar.set_postfix_str(f"epoch {epoch + 1}, val top-1 {top1:.2f}%")
+                val = row.get("val_acc1")
+                bar.set_postfix_str(f"epoch {epoch + 1}" + (f", val top-1 {100 * val:.2f}%"
+                                                             if val is not None else ""))
             if on_epoch is not None:
                 on_epoch(phase, epoch + 1, row)
             done = epoch + 1

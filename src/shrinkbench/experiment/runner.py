@@ -26,6 +26,7 @@ from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epoch
                     split_metrics, summarize)
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, fit, seeded_rng
+from .validate import strategy_shown
 
 PHASE = "finetune"
 
@@ -134,6 +135,7 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
     metrics.update(split_metrics("post", model, bundle, autocast))
     metrics["time_total_s"] = before + time.perf_counter() - began
     metrics["env"] = environment(device)
+    metrics["strategy_name"] = strategy_shown(cfg.pruning.strategy)  # what every table calls it
     save_state_dict(folder / MODEL_FILE, model_state(model))
     write_csv(folder / EPOCHS_FILE, rows)
     write_csv(folder / LAYERS_FILE, layers)

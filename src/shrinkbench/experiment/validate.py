@@ -367,3 +367,13 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {k: to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def strategy_shown(name: str) -> str:
+    """The one name a user sees for a strategy: its ShrinkBench name (GlobalMagWeight), a plugin's
+    CamelCase alias when it registered one, else its registered name; `Unpruned` for the control."""
+    from ..pruning import STRATEGIES
+
+    if name == NO_STRATEGY:
+        return "Unpruned"
+    return STRATEGIES.shown(STRATEGIES.canonical(name)) if name in STRATEGIES else name

@@ -134,9 +134,9 @@ def create(
     if len(shape) >= 3 and min(shape[1:]) < info.min_size:
         fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])]
         raise ModelError(
-            f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size} (it "
-            f"downsamples {info.min_size}x), not {'x'.join(map(str, shape[1:]))}; models for "
-            f"inputs this small: {', '.join(fits) or 'none'}"
+            f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size}, not "
+            f"{'x'.join(map(str, shape[1:]))} (its feature maps would shrink to nothing); models "
+            f"for inputs this small: {', '.join(fits) or 'none'}"
         )
     options = entry.options()
     unknown = sorted(set(kw) - set(options))

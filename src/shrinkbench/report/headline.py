@@ -119,6 +119,14 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame)
     out.append("Highest mean top-1 after fine-tuning: " + "; ".join(
         f"{name} at {_ratios(cs)}" for name, cs in sorted(by_best.items(), key=lambda kv: kv[1][0])) + ".")
     out += _tests(table, comparisons)
+    values = pd.to_numeric(runs.get(METRIC, pd.Series(np.nan, index=runs.index)), errors="coerce")
+    missing = runs[values.isna()]
+    if len(missing):
+        where = ", ".join(f"{display_name(s)} {fmt_ratio(c)}\u00d7 seed {seed}" for s, c, seed in
+                          missing[["strategy", "compression", "seed"]].itertuples(index=False, name=None))
+        out.append(f"{len(missing)} done run{'s have' if len(missing) > 1 else ' has'} no top-1 after "
+                   f"fine-tuning (NaN) and {'are' if len(missing) > 1 else 'is'} left out of the means "
+                   f"and tests: {where}.")
     controls = runs[_is_control(runs)]
     control = pd.to_numeric(controls.get(METRIC), errors="coerce").dropna()
     if len(control):

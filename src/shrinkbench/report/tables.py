@@ -109,7 +109,8 @@ def summary_table(runs: pd.DataFrame, top5: bool | None = None) -> pd.DataFrame:
     rows = []
     for _, r in agg.iterrows():
         row = {"Strategy": display_name(r["strategy"]), "Compression": fmt_ratio(r["compression"]),
-               "Seeds": int(r[f"{metrics[0]}_n"]) if metrics else 0}
+               # the seeds behind every number of the row (a run without a value is not counted)
+               "Seeds": int(min(r[f"{m}_n"] for m in metrics)) if metrics else 0}
         for column, header, scale, digits in SUMMARY_METRICS:
             if column in metrics:
                 row[header] = fmt_pm(r[f"{column}_mean"], r[f"{column}_std"], digits, scale)

@@ -18,7 +18,7 @@ from scipy import special
 
 from ..errors import ConfigError
 from .checks import CheckItem, checklist
-from .names import canonical_strategy
+from .names import canonical_strategy, display_name
 
 __all__ = [
     "GROUP_COLUMNS", "DEFAULT_METRICS", "aggregate", "accuracy_change", "auc", "pareto_front",
@@ -275,7 +275,9 @@ def paired_comparison(
     present = sorted({str(s) for s in strategies if isinstance(s, str)})
     for name in (a, b):
         if name not in present:
-            raise ConfigError(f"strategy {name!r} has no runs; strategies present: {', '.join(present)}")
+            shown = sorted(display_name(s) for s in present if s != "none")
+            raise ConfigError(f"strategy {display_name(name)!r} has no runs; strategies present: "
+                              f"{', '.join(shown)}")
     pruned = ~_is_control(df) if "compression" in df.columns else np.ones(len(df), dtype=bool)
 
     def means(name: str) -> pd.Series:
@@ -307,7 +309,8 @@ def paired_comparison(
             wil = float(stats.wilcoxon(diff).pvalue)
         except ValueError:  # every difference is zero
             wil = math.nan
-    return PairedComparison(a, b, metric, n, mean, std, mean - half, mean + half, t_stat, p, wil)
+    return PairedComparison(display_name(a), display_name(b), metric, n, mean, std, mean - half,
+                            mean + half, t_stat, p, wil)
 
 
 def holm(p_values: Iterable[float]) -> np.ndarray:
@@ -337,11 +340,16 @@ def _paired_t(diff: np.ndarray) -> tuple[float, float, float, float]:
     if n < 2:
         return mean, math.nan, math.nan, math.nan
     std = float(diff.std(ddof=1))
-    if std == 0.0:  # every pair differs by the same amount: no spread to test against
+    if std == 0.0:
+        # Every pair differs by the same amount (accuracies move in steps of one test example):
+        # the t-test's p would be 0. Use the exact two-sided sign test instead: n differences of
+        # one sign have probability 2 * 0.5**n under the null (0.25 for 3 seeds). Identical runs
+        # (no difference at all) are not tested.
         t = math.nan if mean == 0.0 else math.copysign(math.inf, mean)
-    else:
-        t = mean / (std / math.sqrt(n))
-    p = float(2.0 * special.stdtr(n - 1, -abs(t))) if not math.isnan(t) else math.nan
+        p = math.nan if mean == 0.0 else min(1.0, 2.0 * 0.5 ** n)
+        return mean, std, t, p
+    t = mean / (std / math.sqrt(n))
+    p = float(2.0 * special.stdtr(n - 1, -abs(t)))
     return mean, std, t, p
 
 

@@ -20,7 +20,7 @@ KNOWN_NUM_CLASSES: dict[str, int] = {
     "stl10": 10, "imagenette": 10, "cifar100": 100, "tinyimagenet": 200, "imagenet": 1000,
     "imagenet1k": 1000, "ilsvrc2012": 1000, "places365": 365,
 }
-NUM_CLASSES_COLUMNS: tuple[str, ...] = ("num_classes", "data.num_classes", "model.num_classes")
+NUM_CLASSES_COLUMNS: tuple[str, ...] = ("num_classes", "data.num_classes", "data.options.num_classes", "model.num_classes")
 
 RULES: dict[str, tuple[str, str]] = {
     "operating_points": (

@@ -32,10 +32,14 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             for name, value in flatten_dotted(tree, prefix).items()}
 
 
-def key_values(config: dict) -> dict[str, Any]:
-    """The key columns (dataset, model, strategy, compression, seed) of a run config."""
+def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
+    """The key columns (dataset, model, strategy, compression, seed) of a run config; the strategy
+    under the name the run recorded for it (`strategy_name`), else its ShrinkBench name."""
     out = {col: get_dotted(config, key) for col, key in zip(KEY_COLUMNS, KEY_PATHS)}
-    if out["strategy"] is not None:
+    shown = (metrics or {}).get("strategy_name")
+    if isinstance(shown, str) and shown:
+        out["strategy"] = shown
+    elif out["strategy"] is not None:
         out["strategy"] = display_name(out["strategy"])
     return out
 
@@ -102,7 +106,9 @@ def load(
         config = run["config"] or {}
         metrics = dict(run["metrics"] or {})
         env = metrics.pop("env", None)
-        record: dict[str, Any] = {"run_id": run["id"], "status": run["status"], **key_values(config)}
+        keys = key_values(config, metrics)
+        metrics.pop("strategy_name", None)
+        record: dict[str, Any] = {"run_id": run["id"], "status": run["status"], **keys}
         for name, value in metrics.items():
             column = frame_metric_name(name)
             metric_names.setdefault(column)
@@ -137,7 +143,7 @@ def load_epochs(out_dir: str | os.PathLike, kind: str | None = None) -> pd.DataF
         run = runs.get(row["run_id"])
         if run is None:
             continue
-        keys = key_values(run["config"] or {})
+        keys = key_values(run["config"] or {}, run.get("metrics"))
         row = {frame_metric_name(k): frame_metric_value(k, v) for k, v in row.items()}
         for name in row:
             names.setdefault(name)
@@ -165,7 +171,7 @@ def load_layers(
             continue
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise StoreError(f"layer table {path} cannot be read: {exc}") from None
-        keys = {"run_id": run["id"], **key_values(run["config"] or {})}
+        keys = {"run_id": run["id"], **key_values(run["config"] or {}, run.get("metrics"))}
         for position, (name, value) in enumerate(keys.items()):
             if name in layers:
                 layers = layers.drop(columns=name)

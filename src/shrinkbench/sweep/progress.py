@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..common import get_dotted
 from ..experiment.config import Config, config_to_dict
-from ..results.names import display_name
+from ..experiment.validate import strategy_shown
 from .jobs import Job, Outcome
 
 
@@ -32,7 +32,7 @@ def describe(job: Job | Mapping[str, Any]) -> str:
     if kind == "dense":
         return " ".join(p for p in ("dense", where, f"seed {seed}" if seed is not None else "") if p)
     strategy, compression = get_dotted(cfg, "pruning.strategy"), get_dotted(cfg, "pruning.compression")
-    shown = display_name(strategy) if isinstance(strategy, str) else ""
+    shown = strategy_shown(strategy) if isinstance(strategy, str) else ""
     parts = [where, shown, f"x{_number(compression)}" if compression is not None else ""]
     if seed is not None:
         parts.append(f"seed {seed}")
