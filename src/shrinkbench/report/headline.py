@@ -134,7 +134,7 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame)
         interval = _accuracy_interval(float(control.mean()), half) if np.isfinite(half) else ""
         out.append(f"Reference: the unpruned control (compression 1, fine-tuned with the same recipe) "
                    f"reaches {fmt_number(control.mean(), 2)}% top-1"
-                   + (f" (95% CI {interval})" if interval else "") + f" over {len(control)} seeds.")
+                   + (f" (95% CI {interval})" if interval else "") + f" over {len(control)} seed{'s' if len(control) != 1 else ''}.")
     return out
 
 
@@ -148,7 +148,9 @@ def _tests(table: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
                 "shared by both strategies at one compression."]
     seeds = sorted({int(n) for n in comparisons.loc[comparisons["p_holm"].notna(), "n"]})
     seeds_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
-    method = (f"paired t-tests over {seeds_text} seeds, Holm's correction over the {tested} tests of "
+    method = (f"paired t-tests over {seeds_text} seed{'s' if seeds_text != '1' else ''} (a sign "
+              f"test where the differences do not vary), Holm's "
+              f"correction over the {tested} test{'s' if tested != 1 else ''} of "
               "the comparison table")
     out = []
     clear = table[table["significant"]]

@@ -16,6 +16,21 @@ from .style import save_figure
 SUMMARY_FORMATS = ("table", "csv", "json")
 
 
+# The survey's accuracies are held as fractions; what a user reads shows them as everything else
+# in shrinkbench does: percent (and percentage points for changes), the unit in the column name.
+_PERCENT_COLUMNS = {"top1": "top1_pct", "dense_top1": "dense_top1_pct", "dtop1": "dtop1_pp",
+                    "top5": "top5_pct", "dense_top5": "dense_top5_pct", "dtop5": "dtop5_pp"}
+
+
+def percent_columns(results: "pd.DataFrame") -> "pd.DataFrame":
+    """The normalized survey results with accuracies in percent / percentage points, renamed."""
+    out = results.copy()
+    for column, renamed in _PERCENT_COLUMNS.items():
+        if column in out:
+            out[column] = (out[column] * 100).round(6)  # no 0.019999999999997797 for 0.02
+    return out.rename(columns=_PERCENT_COLUMNS)
+
+
 def format_summary(info: dict, fmt: str = "table") -> str:
     """The summary as an aligned text table, CSV (the pairs) or JSON."""
     if fmt == "json":
@@ -58,7 +73,7 @@ def write_literature(data_dir: str | os.PathLike | Survey, out_dir: str | os.Pat
     written = [
         atomic_write_text(out / "summary.json", to_json(summary(survey, n_pairs)) + "\n"),
         atomic_write_text(out / "pairs.csv", top_pairs(survey.results, None).to_csv(index=False)),
-        atomic_write_text(out / "normalized_results.csv", survey.results.to_csv(index=False)),
+        atomic_write_text(out / "normalized_results.csv", percent_columns(survey.results).to_csv(index=False)),
     ]
     pairs = top_pairs(survey.results, None)
     for pair in pairs[pairs["plottable"] > 0].head(n_pairs).to_dict(orient="records"):

@@ -97,8 +97,9 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
     prune = counts["prune"]
     holds = sum(item.passed for item in analysis.checklist(runs)) if len(runs) else 0
     doc.add(Heading("Summary"),
-            Text(f"Results folder {folder}: {prune['done']} runs done ({_controls(runs)} of them unpruned "
-                 f"controls at compression 1), {prune['failed']} failed, "
+            Text(f"Results folder {folder}: {prune['done']} runs done ({_controls(runs)} of them "
+                 f"unpruned control{'s' if _controls(runs) != 1 else ''} at compression 1), "
+                 f"{prune['failed']} failed, "
                  f"{prune['pending'] + prune['running']} pending or running; {holds} of 6 items of the "
                  "reporting checklist hold (see Checklist). Accuracies are on the test split, in percent; "
                  "changes are in percentage points (pp). Strategies are compared at each compression on "

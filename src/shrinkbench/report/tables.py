@@ -25,7 +25,12 @@ def fmt_number(value: object, digits: int = 2, scale: float = 1.0, suffix: str =
         x = float(value) * scale  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "" if value is None else str(value)
-    return "" if not math.isfinite(x) else f"{x:.{digits}f}{suffix}"
+    if not math.isfinite(x):
+        return ""
+    text = f"{x:.{digits}f}"
+    if text.startswith("-") and not text.strip("-0."):  # -0.00: a small negative shown as zero
+        text = text[1:]
+    return f"{text}{suffix}"
 
 
 def fmt_pm(mean: object, std: object, digits: int = 2, scale: float = 1.0) -> str:
