@@ -282,3 +282,13 @@ def test_threads_flag_sets_the_runs_threads_and_its_id(tmp_path, capsys, monkeyp
     swept.write_text(yaml.safe_dump({"base": "cfg.yaml", "grid": {"threads": [1, 2]}}))
     code, _, err = call(["sweep", swept, "--out", out, "--threads", "2", "--dry-run"], capsys)
     assert code == 2 and "sweeps threads itself" in err
+
+
+def test_dry_run_refuses_a_model_too_big_for_the_data(tmp_path, capsys):
+    write_config(tmp_path, TINY)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": "cfg.yaml", "grid": {"model.name": ["convnet_digits", "resnet50"]}}))
+    code, out, err = call(["sweep", spec, "--out", tmp_path / "o", "--dry-run"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "model.name: model 'resnet50' needs inputs of at least 32x32, not 8x8" in err
+    assert not (tmp_path / "o").exists()

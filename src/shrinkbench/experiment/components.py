@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import warnings
@@ -18,6 +19,7 @@ from torch import nn
 from ..data import dataset_info, get_data
 from ..errors import CompressionError, ConfigError, DataError, DataNotFound, ModelError, ShrinkBenchError
 from ..models import create, load_weights
+from ..models.zoo import check_input_size
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
 from .device import place_model, resolve_device, use_channels_last
@@ -135,6 +137,17 @@ def check_device(name: str) -> None:
             raise ConfigError("device: 'mps' is not usable here: MPS is not available on this machine")
 
 
+def check_fits(cfg: Config) -> None:
+    """The checks that need neither the data files nor a built model: the model takes inputs as
+    small as the data set's (`model.name: ...` in one line when not)."""
+    info = static_info(cfg)
+    try:
+        check_input_size(cfg.model.name, tuple(info.input_shape))
+    except ModelError as exc:
+        raise ModelError(f"model.name: {exc} (data set {cfg.data.name!r}, input "
+                         f"{tuple(info.input_shape)})") from None
+
+
 _WARNED_THREADS: set[int] = set()  # thread counts above this machine's CPUs, warned about once
 
 
@@ -143,7 +156,8 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
     the model fits the data and (with `compression`) that the compression can be reached."""
     check_device(cfg.device)
     cpus = os.cpu_count() or 1
-    if cfg.threads > cpus and cfg.threads not in _WARNED_THREADS:
+    in_worker = multiprocessing.parent_process() is not None  # the driver already said it
+    if cfg.threads > cpus and cfg.threads not in _WARNED_THREADS and not in_worker:
         _WARNED_THREADS.add(cfg.threads)
         warnings.warn(f"threads: {cfg.threads} is more than the {cpus} CPUs of this machine; the "
                       f"runs will be slower than with threads={cpus} (and their numbers are those of "

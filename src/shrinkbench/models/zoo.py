@@ -115,6 +115,19 @@ def _resolve_shape(
     return shape
 
 
+def check_input_size(name: str, input_shape: tuple[int, ...]) -> None:
+    """Refuse an input (C, H, W) smaller than the model's `min_size`, naming the models that fit."""
+    info = MODELS.get(name).info
+    shape = tuple(input_shape)
+    if len(shape) >= 3 and min(shape[1:]) < info.min_size:
+        fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])]
+        raise ModelError(
+            f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size}, not "
+            f"{'x'.join(map(str, shape[1:]))} (its feature maps would shrink to nothing); models "
+            f"for inputs this small: {', '.join(fits) or 'none'}"
+        )
+
+
 def create(
     name: str,
     num_classes: int | None = None,
@@ -131,13 +144,7 @@ def create(
     if isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0:
         raise ModelError(f"model {info.name!r}: num_classes must be a positive int, got {classes!r}")
     shape = _resolve_shape(info.name, info, in_channels, input_shape)
-    if len(shape) >= 3 and min(shape[1:]) < info.min_size:
-        fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])]
-        raise ModelError(
-            f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size}, not "
-            f"{'x'.join(map(str, shape[1:]))} (its feature maps would shrink to nothing); models "
-            f"for inputs this small: {', '.join(fits) or 'none'}"
-        )
+    check_input_size(info.name, shape)
     options = entry.options()
     unknown = sorted(set(kw) - set(options))
     if unknown:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..common import DB_NAME
 from ..errors import RunError, StoreError
-from ..experiment.components import preflight
+from ..experiment.components import check_fits, preflight
 from ..experiment.config import Config
 from ..experiment.plugins import check_portable
 from ..results.store import Store
@@ -253,6 +253,10 @@ def dry_run(plan: Plan, out_dir: str | os.PathLike, *, retry_failed: bool = Fals
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise StoreError(f"output folder {out} exists and is not a folder")
+    pairs = {(c.data.name, repr(sorted(c.data.options.items())), c.model.name): c
+             for c in (run.config for run in plan.runs) if isinstance(c, Config)}
+    for cfg in pairs.values():
+        check_fits(cfg)  # what can be told without data or a model: a model too big for the input
     rows = _rows(out)
     todo = classify(plan, rows, out, retry_failed=retry_failed)
     status = {run.run_id: shown_status(rows[run.run_id]) for run in plan.runs if run.run_id in rows}
