@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cli_helpers import call
+from tiny_config import tiny
 
 import shrinkbench
 from shrinkbench.cli.export_cmd import format_bytes
@@ -21,27 +22,13 @@ from shrinkbench.pruning.masks import load_state_dict
 from shrinkbench.results.store import Store
 from shrinkbench.sweep import run_experiment
 
-BASE = {
-    "data": {"name": "digits"},
-    "model": {"name": "convnet_digits"},
-    "dense": {"recipe": {"epochs": 2, "lr": 0.05, "batch_size": 64}},
-    "pruning": {"strategy": "GlobalMagWeight", "compression": 32},
-    "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 64},
-    "device": "cpu",
-}
+BASE = tiny(dense={"epochs": 2}, pruning={"compression": 32}, finetune={"epochs": 1})
+pytestmark = pytest.mark.usefixtures("single_thread")
 SIZE = r"([0-9.]+) (B|kB|MB|GB)"
 UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 LINE = re.compile(rf"^exported (?P<id>[0-9a-f]{{16}}) \((?P<what>[^)]*)\) as (?P<fmt>\w+): model.pt \(weights and masks\) "
                   rf"{SIZE} -> {SIZE} \((?P<ratio>[0-9.]+)x (?P<dir>smaller|larger)\), "
                   rf"(?P<kept>[0-9,]+) of (?P<total>[0-9,]+) parameters nonzero, at (?P<path>.+)$")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

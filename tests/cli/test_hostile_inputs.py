@@ -17,6 +17,7 @@ import yaml
 
 from cli_helpers import call
 from cli_helpers import write_config as write
+from tiny_config import tiny
 
 from shrinkbench.cli.main import MAX_ERROR_CHARS
 from shrinkbench.common import set_dotted
@@ -25,14 +26,7 @@ from shrinkbench.experiment import config_from_dict
 from shrinkbench.models import create
 
 PREFIX = "shrinkbench: error: "
-TINY = {
-    "data": {"name": "digits"},
-    "model": {"name": "convnet_digits"},
-    "dense": {"recipe": {"epochs": 1, "lr": 0.05, "batch_size": 64}},
-    "pruning": {"strategy": "GlobalMagWeight", "compression": 4},
-    "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 64},
-    "device": "cpu",
-}
+TINY = tiny(dense={"epochs": 1}, finetune={"epochs": 1})
 BIG = "1" + "0" * 400
 
 

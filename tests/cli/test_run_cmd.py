@@ -12,26 +12,12 @@ import torch
 import yaml
 
 from cli_helpers import call, write_config
+from tiny_config import TINY
 
 from shrinkbench.experiment import config_from_dict, run_id
 from shrinkbench.cli import quickstart as quick
 
-TINY = {
-    "data": {"name": "digits"},
-    "model": {"name": "convnet_digits"},
-    "dense": {"recipe": {"epochs": 3, "lr": 0.05, "batch_size": 64}},
-    "pruning": {"strategy": "GlobalMagWeight", "compression": 4},
-    "finetune": {"epochs": 2, "lr": 0.01, "batch_size": 64},
-    "device": "cpu",
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_run_prints_a_summary_and_finds_a_finished_run(tmp_path, capsys):
