@@ -140,12 +140,11 @@ def check_device(name: str) -> None:
 def check_fits(cfg: Config) -> None:
     """The checks that need neither the data files nor a built model: the model takes inputs as
     small as the data set's (`model.name: ...` in one line when not)."""
-    info = static_info(cfg)
+    shape = tuple(static_info(cfg).input_shape)
     try:
-        check_input_size(cfg.model.name, tuple(info.input_shape))
+        check_input_size(cfg.model.name, shape)
     except ModelError as exc:
-        raise ModelError(f"model.name: {exc} (data set {cfg.data.name!r}, input "
-                         f"{tuple(info.input_shape)})") from None
+        raise ModelError(f"model.name: {exc} (data set {cfg.data.name!r}, input {shape})") from None
 
 
 _WARNED_THREADS: set[int] = set()  # thread counts above this machine's CPUs, warned about once
@@ -166,6 +165,7 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
     if data_dir is not None and not cfg.data.download and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: folder {data_dir!r} does not exist (set data.download "
                           "to fetch the data set)")
+    check_fits(cfg)  # a model too big for the input: refused before it is built
     info = static_info(cfg)
     try:
         model = build_model(cfg, info)

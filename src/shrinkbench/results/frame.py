@@ -46,7 +46,7 @@ def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
 
 # Accuracies are stored as fractions (`acc1`, `acc5`) and shown everywhere as percent: a frame's
 # accuracy columns carry the unit in their name (`post_test_top1_pct`).
-_ACCURACY = re.compile(r"^(?P<head>.*?)(?P<sep>_|^)acc(?P<k>[15])$")
+_ACCURACY = re.compile(r"^(?:(?P<head>.*)_)?acc(?P<k>[15])$")
 
 
 def frame_metric_name(name: str) -> str:

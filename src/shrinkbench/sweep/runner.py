@@ -253,9 +253,8 @@ def dry_run(plan: Plan, out_dir: str | os.PathLike, *, retry_failed: bool = Fals
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise StoreError(f"output folder {out} exists and is not a folder")
-    pairs = {(c.data.name, repr(sorted(c.data.options.items())), c.model.name): c
-             for c in (run.config for run in plan.runs) if isinstance(c, Config)}
-    for cfg in pairs.values():
+    for cfg in {c.dense_id: c for c in (run.config for run in plan.runs)
+                if isinstance(c, Config)}.values():
         check_fits(cfg)  # what can be told without data or a model: a model too big for the input
     rows = _rows(out)
     todo = classify(plan, rows, out, retry_failed=retry_failed)
