@@ -41,6 +41,16 @@ METRIC_KEYS: tuple[str, ...] = (
     "time_total_s",
 )
 
+# Metrics that are measurements of this machine at this moment (wall time, latency), not results:
+# the same run id gives the same numbers everywhere except these.
+MEASURED_PREFIXES: tuple[str, ...] = ("time_", "latency_", "speedup_measured", "env")
+
+
+def is_measured(key: str) -> bool:
+    """Whether a metric is a wall-clock measurement (excluded from bit-for-bit comparisons)."""
+    return key.startswith(MEASURED_PREFIXES)
+
+
 STATE_DICT_KEYS: tuple[str, ...] = ("state_dict", "model")
 
 _BLOCK = 1 << 20

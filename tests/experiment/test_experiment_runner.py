@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shrinkbench.common import is_measured
+
 import json
 import math
 import os
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def numbers(metrics: dict) -> dict:
     """The metrics that must repeat exactly: all but timings and the environment."""
-    return {k: v for k, v in metrics.items() if not k.startswith("time_") and k != "env"}
+    return {k: v for k, v in metrics.items() if not is_measured(k)}
 
 
 def state(path: Path) -> dict:

@@ -1,13 +1,11 @@
-"""The per-layer table, its text rendering, and latency measurement bookkeeping."""
+"""The per-layer table and its text rendering (latency is tested in test_latency.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
-from shrinkbench.errors import ConfigError
-from shrinkbench.metrics import format_table, layer_table, measure_latency
+from shrinkbench.metrics import format_table, layer_table
 from shrinkbench.pruning.masks import attach_mask
 
 
@@ -44,16 +42,3 @@ def test_format_table_is_aligned_with_a_total_line():
     # right-aligned numbers end in the same column on every line
     ends = {line.rstrip().__len__() for line in lines if not line.startswith("-")}
     assert len(ends) == 1
-
-
-def test_latency_runs_warmup_plus_repeats_forwards_in_eval_mode():
-    net = masked_net().train()
-    calls = []
-    net.register_forward_hook(lambda m, i, o: calls.append(m.training))
-    result = measure_latency(net, torch.randn(1, 2, 4, 4), warmup=2, repeats=5)
-    assert calls == [False] * 7
-    assert net.training
-    assert set(result) == {"mean_s", "std_s", "median_s"}
-    assert result["mean_s"] > 0 and result["median_s"] > 0 and result["std_s"] >= 0
-    with pytest.raises(ConfigError, match="repeats"):
-        measure_latency(net, torch.randn(1, 2, 4, 4), repeats=0)

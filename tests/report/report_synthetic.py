@@ -31,13 +31,18 @@ def _config(dataset: str, model: str, strategy: str, compression: float, seed: i
 
 def build_store(out: Path, models=("lenet300",), seeds=(0, 1, 2), failed: int = 2,
                 compressions=COMPRESSIONS, datasets: dict[str, str] | None = None,
-                strategies: dict[str, float] | None = None, finetune_epochs: int = 2) -> Path:
+                strategies: dict[str, float] | None = None, finetune_epochs: int = 2,
+                structured: tuple[str, ...] | None = None, slow: dict[str, float] | None = None,
+                sparse: bool = False) -> Path:
     """Write a store with done runs (metrics, fine-tuning epochs, layers.csv) and `failed` failed runs.
 
     `datasets` maps a model to another data set name (e.g. {"resnet56": "cifar100"}); `strategies`
-    replaces the strategies and their accuracy slopes.
+    replaces the strategies and their accuracy slopes. With `structured` (the strategies that remove
+    channels; may be empty) every run also records measured latencies (see `latency_metrics`); `slow`
+    forces the measured speedup of the named runs; `sparse` adds sparse-kernel latencies.
     """
     rng = np.random.default_rng(1234)
+    timing = np.random.default_rng(99)  # its own stream: accuracies match the store without latencies
     dataset_of = {**DATASETS, **(datasets or {})}
     with Store(out) as store:
         for model in models:
@@ -76,6 +81,10 @@ def build_store(out: Path, models=("lenet300",), seeds=(0, 1, 2), failed: int = 
                             "env": {"python": "3.11.0", "torch": "2.3.0", "host": "testhost",
                                     "cpu": "x86_64"},
                         }
+                        if structured is not None:
+                            metrics.update(latency_metrics(
+                                metrics["speedup"], strategy in structured and c != 1, c, timing,
+                                (slow or {}).get(run_id), sparse))
                         for epoch in range(1, finetune_epochs + 1):  # recovering towards post1
                             val1 = pre1 + (post1 - pre1) * epoch / finetune_epochs
                             store.add_epoch(run_id, "finetune", epoch,
@@ -107,3 +116,21 @@ def _densities(layers: dict, c: float, strategy: str) -> dict[str, float]:
     weights = (sizes.max() / sizes) ** 0.5
     d = weights / (weights * sizes).sum() * sizes.sum() / c
     return {n: float(min(x, 1.0)) for n, x in zip(layers, d)}
+
+
+def latency_metrics(theoretical: float, structured: bool, compression: float, rng: np.random.Generator,
+                    measured: float | None = None, sparse: bool = False) -> dict:
+    """Plausible measured-speed metrics: masks run at the dense speed (+-3%), removed channels at
+    theoretical ** 0.7; `measured` forces the measured speedup (a run slower than its dense model)."""
+    dense = 2.0
+    if measured is None:
+        measured = theoretical ** 0.7 if structured else 1.0 + float(rng.uniform(-0.03, 0.03))
+    out = {"latency_dense_ms": dense, "latency_dense_iqr_ms": 0.05, "latency_ms": dense / measured,
+           "latency_iqr_ms": 0.05, "speedup_measured": measured, "latency_batch": 32, "latency_threads": 1,
+           "latency_device": "cpu", "structured": structured}  # a bool, as JSON may carry it
+    if structured:
+        out["channels_kept_fraction"] = 1 / compression ** 0.5
+    if sparse:
+        out["latency_sparse_ms"] = dense / (0.5 * theoretical)
+        out["speedup_measured_sparse"] = 0.5 * theoretical
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shrinkbench.common import is_measured
+
 import os
 import time
 from pathlib import Path
@@ -76,8 +78,8 @@ def assert_same_metrics(a: dict[str, dict], b: dict[str, dict]) -> None:
     assert a.keys() == b.keys()
     for run_id in a:
         ma, mb = a[run_id], b[run_id]
-        keys = {k for k in ma if not k.startswith("time_") and k != "env"}
-        assert keys == {k for k in mb if not k.startswith("time_") and k != "env"}
+        keys = {k for k in ma if not is_measured(k)}
+        assert keys == {k for k in mb if not is_measured(k)}
         for key in keys:
             assert ma[key] == mb[key], (run_id, key, ma[key], mb[key])
 

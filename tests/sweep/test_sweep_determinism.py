@@ -7,6 +7,8 @@ one intra-op thread per run (the config's `threads`); every execution trains its
 
 from __future__ import annotations
 
+from shrinkbench.common import is_measured
+
 import json
 import os
 import subprocess
@@ -53,7 +55,7 @@ def shrinkbench(args: list[str], threads: str) -> None:
 def numbers(folder: Path) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["env"]["torch_threads"] == 1  # pinned by the config, whatever the process had
-    return {k: v for k, v in metrics.items() if not k.startswith("time_") and k != "env"}
+    return {k: v for k, v in metrics.items() if not is_measured(k)}
 
 
 def test_run_local_and_process_executors_give_identical_numbers(tmp_path):

@@ -80,10 +80,15 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     from ..results.files import RUNS_DIR
 
     folder = os.path.join(out_dir, RUNS_DIR, cfg.run_id)
+    target = "" if cfg.pruning.target == "compression" else f" ({cfg.pruning.target})"
+    measured = metrics.get("speedup_measured")
+    measured = "" if measured is None else f" (measured {_number(measured):.2f}x)"
+    channels = metrics.get("channels_kept_fraction")
+    channels = "" if channels is None else f", {100 * _number(channels):.0f}% of channels kept"
     return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
-            f"{strategy_shown(cfg.pruning.strategy)} x{cfg.pruning.compression:g} seed {cfg.seed}: "
-            f"compression {_number(metrics.get('compression_ratio')):.2f}, "
-            f"speedup {_number(metrics.get('speedup')):.2f}x, test top-1 "
+            f"{strategy_shown(cfg.pruning.strategy)} x{cfg.pruning.compression:g}{target} seed "
+            f"{cfg.seed}: compression {_number(metrics.get('compression_ratio')):.2f}, "
+            f"speedup {_number(metrics.get('speedup')):.2f}x{measured}{channels}, test top-1 "
             f"{_pct(metrics.get('dense_test_acc1'))} dense -> {_pct(metrics.get('pre_test_acc1'))} "
             f"pruned -> {_pct(metrics.get('post_test_acc1'))} fine-tuned "
             f"({_number(metrics.get('time_total_s')):.1f} s) in {folder}")
@@ -107,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 TABLE_COLUMNS = ("run_id", "dataset", "model", "strategy", "compression", "seed", "compression_ratio",
-                 "speedup", "dense_test_top1_pct", "pre_test_top1_pct", "post_test_top1_pct",
+                 "speedup", "speedup_measured", "dense_test_top1_pct", "pre_test_top1_pct", "post_test_top1_pct",
                  "time_total_s")
 
 
@@ -130,6 +135,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         table = frame[[c for c in TABLE_COLUMNS if c in frame]].copy()
         formats = {c: "{:.2f}".format for c in table if c.endswith("_pct")}
         formats.update({"compression_ratio": "{:.2f}".format, "speedup": "{:.2f}".format,
+                        "speedup_measured": "{:.2f}".format,
                         "time_total_s": "{:.1f}".format, "compression": "{:g}".format})
         print(table.to_string(index=False, formatters=formats))
     return 0
@@ -148,8 +154,9 @@ def _list_strategies() -> list[str]:
         shown = strategy_shown(name)
         others = ", ".join(n for n in (name, *STRATEGIES.aliases_of(name)) if n != shown)
         options = ", ".join(strategy.option_names())
-        row = f"{shown:<24} {strategy.allocation:<10} {'also: ' + others if others else ''}"
-        rows.append(f"{row:<64} options: {options}" if options else row.rstrip())
+        kind = "channels" if strategy.structured else "weights"
+        row = f"{shown:<24} {kind:<9} {strategy.allocation:<10} {'also: ' + others if others else ''}"
+        rows.append(f"{row:<76} options: {options}" if options else row.rstrip())
     return rows
 
 

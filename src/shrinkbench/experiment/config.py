@@ -134,8 +134,12 @@ class PruningConfig(_Section):
                        "strategies`), e.g. GlobalMagWeight; at compression 1 it is `none`",
                        names="strategy")
     compression: float = _f(4.0, "target compression: total parameters / nonzero parameters; "
-                            "1 = the unpruned control, one run shared by every strategy",
-                            check="at_least_one")
+                            "1 = the unpruned control, one run shared by every strategy. With a "
+                            "structured strategy, the value of `target`", check="at_least_one")
+    target: str = _f("compression", "what `compression` asks of a structured (channel) strategy: "
+                     "compression (parameters), speedup (dense MACs / MACs left) or channels "
+                     "(prunable channels / channels kept; 2 = half the channels); unstructured "
+                     "strategies take compression only", check="target")
     include_classifier: bool = _f(False, "also prune the final classifier layer")
     include_bias: bool = _f(False, "also prune biases")
     ignore: tuple[str, ...] = _f((), "qualified parameter or module names never pruned")
@@ -155,6 +159,11 @@ class PruningConfig(_Section):
             raise ConfigError(f"{field_path('strategy')}: '{NO_STRATEGY}' prunes nothing: it is the "
                               f"strategy of the unpruned control (compression 1), got compression "
                               f"{self.compression:g}")
+        structured = STRATEGIES.get(self.strategy).structured
+        if self.target != "compression" and not structured:
+            raise ConfigError(f"{field_path('target')}: {self.target!r} needs a structured (channel) "
+                              f"strategy; {STRATEGIES.shown(self.strategy)} prunes single weights to a "
+                              "compression")
         valid, required = strategy_options(self.strategy)
         check_options(field_path("options"), self.options, valid, STRATEGIES.shown(self.strategy))
         object.__setattr__(self, "options", without_defaults(self.options, strategy_defaults(self.strategy)))
@@ -165,6 +174,18 @@ class PruningConfig(_Section):
 
 
 CONTROL_FIELDS = {"strategy": NO_STRATEGY, "compression": 1.0}
+
+
+@dataclass(frozen=True)
+class LatencyConfig(_Section):
+    """How each run measures its latency next to the dense model's (same batch, threads, device)."""
+
+    enabled: bool = _f(True, "measure dense and pruned latency side by side after fine-tuning")
+    batch_size: int = _f(16, "examples per timed forward pass", check="positive")
+    warmup: int = _f(3, "untimed forward passes of each model first", check="nonnegative")
+    repeats: int = _f(10, "timed forward passes of each model, interleaved", check="positive")
+    sparse: bool = _f(False, "also time the pruned model with CSR sparse Linear layers "
+                      "(unstructured masks, CPU)")
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -180,6 +201,7 @@ class Config(_Section):
     dense: DenseConfig = _f(help="the dense model", factory=DenseConfig)
     pruning: PruningConfig = _f(help="the pruning", factory=PruningConfig)
     finetune: RecipeConfig = _f(help="the fine-tuning recipe after pruning", factory=_finetune_recipe)
+    latency: LatencyConfig = _f(help="the latency measurement of each run", factory=LatencyConfig)
     seed: int = _f(0, "fixes data order, initialization, validation split, pruning and score "
                    "batches", check="nonnegative")
     threads: int = _f(1, "intra-op CPU threads of the run; part of the run id, since CPU results "
@@ -303,6 +325,6 @@ def dense_config(cfg: Config) -> dict[str, Any]:
     return {key: tree[key] for key in (*DENSE_SECTIONS, "device")}
 
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "RecipeConfig", "DenseConfig", "PruningConfig",
+__all__ = ["Config", "LatencyConfig", "DataConfig", "ModelConfig", "RecipeConfig", "DenseConfig", "PruningConfig",
            "CONTROL", "UNHASHED", "load_config", "apply_overrides", "config_from_dict",
            "config_to_dict", "run_id", "dense_id", "dense_config"]

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..common import CHECKPOINT_FILE, CONFIG_FILE, DB_NAME, EPOCHS_FILE, LAYERS_FILE, MASK_SUFFIX
 from ..common import METRICS_FILE, MODEL_FILE, unwrap_state_dict
+from ..pruning.structured import apply_architecture, architecture, is_slim, slim_payload
 from ..data import DATASETS, dataset_info
 from ..errors import CheckpointError, ConfigError, ModelError, StoreError, UnknownNameError
 from ..metrics import count_parameters
@@ -125,8 +126,12 @@ def load_run_model(out_dir: str | os.PathLike, row: Mapping[str, Any]) -> tuple[
     """The run's final model with its masks (as saved in model.pt), on the CPU, and that file."""
     file = run_dir(out_dir, row["id"], create=False) / MODEL_FILE
     model = _model_for(row["config"])
-    state = unwrap_state_dict(load_state(file), f"model file {str(file)!r}")
+    payload = load_state(file)
     try:
+        if is_slim(payload):  # channels removed: resize the fresh model as the file describes
+            apply_architecture(model, payload.get("architecture") or {}, payload["state_dict"])
+            payload = payload["state_dict"]
+        state = unwrap_state_dict(payload, f"model file {str(file)!r}")
         load_state_dict(model, state)
     except (RuntimeError, KeyError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:160]
@@ -154,11 +159,12 @@ def _csr(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def export_state(model: nn.Module, fmt: str) -> tuple[Any, int]:
     """The export payload of a masked model (its masks are removed from it) and how many CSR tensors."""
     check_format(fmt)
+    arch = architecture(model)  # channels removed: the sizes travel with the weights
     masked = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     remove_masks(model)
     plain = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if fmt == "state_dict":
-        return plain, 0
+        return (slim_payload(model, plain) if arch else plain), 0
     out: dict[str, torch.Tensor] = {}
     shapes: dict[str, list[int]] = {}
     for key, value in plain.items():
@@ -169,7 +175,10 @@ def export_state(model: nn.Module, fmt: str) -> tuple[Any, int]:
             shapes[key] = list(value.shape)
         else:
             out[key] = value
-    return {"format": CSR_FORMAT, "version": CSR_VERSION, "state_dict": out, "shapes": shapes}, len(shapes)
+    payload = {"format": CSR_FORMAT, "version": CSR_VERSION, "state_dict": out, "shapes": shapes}
+    if arch:
+        payload["architecture"] = arch
+    return payload, len(shapes)
 
 
 def _check_target(target: Path, out_dir: str | os.PathLike, run_id: str) -> Path:

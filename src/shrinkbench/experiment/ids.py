@@ -22,6 +22,10 @@ UNHASHED = ("data.data_dir", "data.download", "data.num_workers", "device", "che
 _UNHASHED_IN = {"data": {"data_dir", "download", "num_workers"}}
 _UNHASHED_TOP = {key for key in UNHASHED if "." not in key}
 _CACHE = "_sb_json"
+# Fields added after run ids were first published: hashed only when they differ from their
+# default, so that every earlier run keeps its id (and a finished run is still found).
+_HASHED_IF_SET = {"pruning": {"target": "compression"}}
+_SECTIONS_IF_SET = ("latency",)
 
 
 def canonical_json(value: Any) -> str:
@@ -35,6 +39,9 @@ def _section_json(name: str, section: Any) -> str:
         tree = to_plain(section)
         for key in _UNHASHED_IN.get(name, ()):
             tree.pop(key, None)
+        for key, default in _HASHED_IF_SET.get(name, {}).items():
+            if tree.get(key) == default:
+                tree.pop(key, None)
         if name == "dense" and tree["source"] != "train":
             tree = {"source": "sha256:" + file_sha256(tree["source"])}  # the bytes, not the path
         cached = canonical_json(tree)
@@ -61,6 +68,8 @@ def hashed_parts(cfg: Any) -> dict[str, str]:
     sections = section_fields(type(cfg))
     for name in _hashed_names(type(cfg)):
         value = getattr(cfg, name)
+        if name in _SECTIONS_IF_SET and value == type(value)():
+            continue
         parts[name] = _section_json(name, value) if name in sections else _scalar_json(value)
     return parts
 

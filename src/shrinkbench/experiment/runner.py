@@ -18,14 +18,16 @@ from ..errors import PruningError, StoreError
 from ..models import load_weights
 from ..pruning import masked_parameters, prune
 from ..pruning.masks import load_state_dict
+from ..pruning.structured import apply_architecture, architecture, remove_channels, slim_payload
 from ..results.files import run_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
-from .components import build_model, load_data, preflight
+from .components import build_model, example_input, load_data, preflight
 from .config import Config, config_to_dict
 from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epochs, read_metrics,
                     split_metrics, summarize)
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, fit, seeded_rng
+from .speed import measure_speed
 from .validate import strategy_shown
 
 PHASE = "finetune"
@@ -52,9 +54,19 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
             return prune(model, p.strategy, p.compression, batches=batches,
                          loss_fn=nn.CrossEntropyLoss(), seed=cfg.seed,
                          include_classifier=p.include_classifier, include_bias=p.include_bias,
-                         ignore=tuple(p.ignore), options=p.options)
+                         ignore=tuple(p.ignore), options=p.options, target=p.target)
     finally:
         model.train()
+
+
+def structured_metrics(cfg: Config, result: Any) -> dict[str, Any]:
+    """What a channel-pruning run adds: its target and the channels it kept."""
+    return {
+        "target": cfg.pruning.target,
+        "channels_total": int(result.channels_total),
+        "channels_kept": int(result.channels_kept),
+        "channels_kept_fraction": result.channels_kept / max(result.channels_total, 1),
+    }
 
 
 def check_masks_hold(model: nn.Module) -> None:
@@ -88,8 +100,11 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
     ckpt_path = folder / CHECKPOINT
     state = load_checkpoint(ckpt_path, rid) or {}
     if state:
+        dense_file = ensure_dense(cfg, out_dir, progress=progress)  # cached: found, not trained
         bundle = load_data(cfg, cfg.finetune, device)
         model = build_model(cfg, bundle.info, device)
+        if state.get("architecture"):
+            apply_architecture(model, state["architecture"], state["model"])
         load_state_dict(model, state["model"])
         metrics, layers = dict(state["metrics"]), list(state["layers"])
     else:
@@ -105,11 +120,17 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
             metrics = split_metrics("dense", model, bundle, autocast)
         metrics["time_dense_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        _prune(cfg, model, bundle, device)
+        result = _prune(cfg, model, bundle, device)
         metrics["time_prune_s"] = time.perf_counter() - tick
         metrics.update(split_metrics("pre", model, bundle, autocast))
-        stats, layers = summarize(model, bundle.info, device)
+        stats, layers = summarize(model, bundle.info, device)  # masks count what removal leaves
         metrics.update(stats)
+        metrics["structured"] = 1.0 if result is not None and result.structured else 0.0
+        if result is not None and result.structured:
+            tick = time.perf_counter()
+            model = remove_channels(model, example_input(bundle.info, device))
+            metrics["time_prune_s"] += time.perf_counter() - tick
+            metrics.update(structured_metrics(cfg, result))
     before = float(state.get("elapsed", 0.0))
     tuned_before = float(state.get("time_finetune_s", 0.0))
     tuning = time.perf_counter()
@@ -117,7 +138,7 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
     def save(done: int, optimizer: Any, rows: list[dict[str, Any]]) -> None:
         now = time.perf_counter()
         save_checkpoint(ckpt_path, {
-            "id": rid, "epoch": done, "model": model_state(model),
+            "id": rid, "epoch": done, "model": model_state(model), "architecture": architecture(model),
             "optimizer": None if optimizer is None else optimizer.state_dict(), "rows": rows,
             "metrics": metrics, "layers": layers, "elapsed": before + now - began,
             "time_finetune_s": tuned_before + (now - tuning if done else 0.0)})
@@ -133,10 +154,16 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
     check_masks_hold(model)
     metrics["time_finetune_s"] = tuned_before + time.perf_counter() - tuning
     metrics.update(split_metrics("post", model, bundle, autocast))
+    if cfg.latency.enabled:
+        dense = build_model(cfg, bundle.info, device)
+        load_weights(dense, dense_file)
+        metrics.update(measure_speed(cfg, model, dense, bundle.info, device))
     metrics["time_total_s"] = before + time.perf_counter() - began
     metrics["env"] = environment(device)
     metrics["strategy_name"] = strategy_shown(cfg.pruning.strategy)  # what every table calls it
-    save_state_dict(folder / MODEL_FILE, model_state(model))
+    arch = architecture(model)  # a slim model: its sizes travel with its weights
+    save_state_dict(folder / MODEL_FILE,
+                    slim_payload(model, model_state(model)) if arch else model_state(model))
     write_csv(folder / EPOCHS_FILE, rows)
     write_csv(folder / LAYERS_FILE, layers)
     write_json(folder / METRICS_FILE, metrics)  # last: its presence marks the run done

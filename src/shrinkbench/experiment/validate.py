@@ -44,6 +44,8 @@ CHECKS.add("unit_open", _range(lambda v: 0 <= v < 1, "a number in [0, 1)"))
 CHECKS.add("unit_closed", _range(lambda v: 0 < v <= 1, "a number in (0, 1]"))
 CHECKS.add("val_size", _range(lambda v: v >= 0 if isinstance(v, int) else 0 <= v < 1,
                               "an integer >= 0 or a fraction in [0, 1)"))
+CHECKS.add("target", _range(lambda v: v in ("compression", "speedup", "channels"),
+                           "one of: compression, speedup, channels"))
 CHECKS.add("precision", _range(lambda v: v in ("fp32", "bf16"), "one of: fp32, bf16"))
 CHECKS.add("device", _range(lambda v: v in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", v),
                             "one of: auto, cpu, cuda, cuda:N, mps"))

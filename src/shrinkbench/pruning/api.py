@@ -29,8 +29,17 @@ class PruneResult:
     nonzero: int
     kept: dict[str, int]
     sizes: dict[str, int]
+    target: str = "compression"
+    structured: bool = False
+    speedup: float | None = None  # structured: dense conv/linear MACs / MACs left
+    channels_total: int | None = None  # structured: prunable channels
+    channels_kept: int | None = None
 
     def __str__(self) -> str:
+        if self.structured:
+            return (f"{self.strategy}: {self.target} {self.compression:g} requested; compression "
+                    f"{self.compression_achieved:.4g}, speedup {self.speedup:.4g}, "
+                    f"{self.channels_kept}/{self.channels_total} channels kept")
         return (
             f"{self.strategy}: compression {self.compression_achieved:.4g} "
             f"(requested {self.compression:g}), {self.nonzero}/{self.total} parameters kept"
@@ -103,10 +112,15 @@ def prune(
     include_bias: bool = False,
     ignore: Iterable[str] = (),
     options: Mapping[str, Any] | None = None,
+    target: str = "compression",
 ) -> PruneResult:
     """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params).
 
     `options` are keyword arguments of the strategy's score function (`score(params, ctx, **options)`).
+    A structured (channel) strategy zeroes whole channels with masks (`structured.remove_channels`
+    then builds the smaller model); its `target` is `compression`, `speedup` (MAC reduction) or
+    `channels` (prunable channels / channels kept), reached to within one channel, and it needs
+    `inputs=` or `batches=` to trace the model.
     """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
     options = dict(options or {})
@@ -115,6 +129,12 @@ def prune(
     if unknown:
         raise PruningError(f"strategy {strat.name!r} has no option {unknown[0]!r}; valid options: "
                            f"{', '.join(valid) or 'none'}")
+    if strat.structured:
+        return _prune_structured(model, strat, compression, _collect_batches(inputs, targets, batches),
+                                 loss_fn, seed, ignore, options, target)
+    if target != "compression":
+        raise PruningError(f"target {target!r} needs a structured (channel) strategy; "
+                           f"{strat.name!r} prunes single weights to a compression")
     params = prunable_parameters(model, include_classifier, include_bias, ignore)
     if not params:
         raise PruningError(
@@ -169,3 +189,25 @@ def prune(
         kept=kept,
         sizes={name: p.numel() for name, p in params.items()},
     )
+
+
+def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: list[Batch],
+                      loss_fn: Any, seed: int, ignore: Any, options: dict[str, Any],
+                      target: str) -> PruneResult:
+    from .structured import example_of, prune_channels
+
+    if not batches:
+        raise PruningError(f"structured strategy {strat.name!r} needs inputs= (or batches=) to "
+                           "trace the model")
+    ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+    ctx = ScoreContext(model=model, strategy=strat.name, batches=batches, loss_fn=loss_fn, seed=seed)
+    keep_count(1, 0, amount)  # the same one-line refusal of non-numbers, NaN, < 1
+    _, cost, graph = prune_channels(model, strat.score, strat.allocation, target, float(amount),
+                                    example_of(batches[0][0]), ctx, options, ignore)
+    kept = {name: int(mask.count_nonzero()) for name, _, _, mask in masked_parameters(model)}
+    sizes = {name: mask.numel() for name, _, _, mask in masked_parameters(model)}
+    return PruneResult(
+        strategy=strat.name, compression=float(amount),
+        compression_achieved=cost.compression, total=cost.params_total, nonzero=cost.params_left,
+        kept=kept, sizes=sizes, target=target, structured=True, speedup=cost.speedup,
+        channels_total=cost.channels_total, channels_kept=cost.channels_left)

@@ -28,6 +28,7 @@ class Strategy:
     name: str
     score: ScoreFn
     allocation: str = "global"
+    structured: bool = False  # scores channels (per dependency group), removes them whole
 
     def _option_parameters(self) -> list[inspect.Parameter]:
         try:
@@ -57,12 +58,20 @@ def register_strategy(
     score_fn: ScoreFn | None = None,
     allocation: str = "global",
     aliases: Iterable[str] = (),
+    structured: bool = False,
 ) -> Strategy | Callable[[ScoreFn], ScoreFn]:
-    """Register a strategy; without `score_fn`, a decorator registering the function it wraps."""
-    allocation = ALLOCATIONS.canonical(allocation)
+    """Register a strategy; without `score_fn`, a decorator registering the function it wraps.
+
+    A structured strategy's score is `score(graph, ctx, **options) -> {group index: scores}`
+    (see pruning.structured); its allocation is global or layerwise over channels."""
+    if structured:
+        if allocation not in ("global", "layerwise"):
+            raise ValueError(f"structured allocation must be global or layerwise, got {allocation!r}")
+    else:
+        allocation = ALLOCATIONS.canonical(allocation)
 
     def add(fn: ScoreFn) -> Strategy:
-        strategy = Strategy(name, fn, allocation)
+        strategy = Strategy(name, fn, allocation, structured)
         STRATEGIES.add(name, strategy, aliases=aliases)
         return strategy
 
@@ -89,7 +98,8 @@ def score_label(fn: ScoreFn) -> str:
 def strategy_info() -> list[tuple[str, tuple[str, ...], str, str]]:
     """(name, aliases, score, allocation) of every registered strategy, for listings."""
     return [
-        (name, tuple(STRATEGIES.aliases_of(name)), score_label(s.score), s.allocation)
+        (name, tuple(STRATEGIES.aliases_of(name)), score_label(s.score),
+         f"{s.allocation} channels" if s.structured else s.allocation)
         for name in STRATEGIES.names()
         for s in [STRATEGIES.get(name)]
     ]
@@ -106,3 +116,17 @@ _BUILTIN = [
 ]
 for _name, _alias, _fn, _allocation in _BUILTIN:
     register_strategy(_name, _fn, _allocation, aliases=[_alias])
+
+from .structured import scores as _channel  # noqa: E402  (after the registry exists)
+
+_STRUCTURED = [
+    ("channel_l1", _channel.channel_l1_score, "ChannelL1"),
+    ("channel_l2", _channel.channel_l2_score, "ChannelL2"),
+    ("channel_bn_scale", _channel.bn_scale_score, "NetworkSlimming"),
+    ("channel_taylor", _channel.channel_taylor_score, "ChannelTaylor"),
+]
+for _name, _fn, _alias in _STRUCTURED:
+    register_strategy(f"global_{_name}", _fn, "global", aliases=[f"Global{_alias}"], structured=True)
+    register_strategy(f"layer_{_name}", _fn, "layerwise", aliases=[f"Layer{_alias}"], structured=True)
+register_strategy("channel_random", _channel.channel_random_score, "layerwise",
+                  aliases=["ChannelRandom"], structured=True)

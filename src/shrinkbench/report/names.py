@@ -84,3 +84,31 @@ def pretty_model(name: str) -> str:
 def pair_title(dataset: str, model: str) -> str:
     """'ResNet-56 on CIFAR-10' from our names."""
     return f"{pretty_model(model)} on {pretty_dataset(dataset)}"
+
+
+# Reader-facing names of the speed columns of a results frame. `speedup` is the theoretical one (dense
+# / remaining multiply-accumulates); where a report also shows the measured one, both say which is which.
+METRIC_LABELS: dict[str, str] = {
+    "compression_ratio": "Compression ratio",
+    "speedup": "Theoretical speedup",
+    "speedup_measured": "Measured speedup",
+    "speedup_measured_sparse": "Measured speedup, sparse kernels",
+    "latency_dense_ms": "Dense latency (ms)",
+    "latency_ms": "Pruned latency (ms)",
+    "latency_sparse_ms": "Pruned latency, sparse kernels (ms)",
+    "latency_dense_iqr_ms": "Dense latency IQR (ms)",
+    "latency_iqr_ms": "Pruned latency IQR (ms)",
+    "latency_batch": "Batch",
+    "latency_threads": "Threads",
+    "latency_device": "Device",
+    "structured": "Pruning",
+    "channels_kept_fraction": "Channels kept (%)",
+}
+
+
+def metric_label(column: str, measured: bool = True) -> str:
+    """The display name of a metric column; plain "Speedup" for `speedup` when nothing was measured
+    (then there is only one kind of speedup to show)."""
+    if column == "speedup" and not measured:
+        return "Speedup"
+    return METRIC_LABELS.get(column, column)

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..results import analysis
 from ..results.names import display_name
 from .names import pair_title  # noqa: F401  (re-exported: it lived here)
 from .style import (DENSE_COLOR, legend_outside, log2_axis, log_percent_axis, new_figure,
@@ -280,5 +281,100 @@ def layer_density_figure(layers: pd.DataFrame, title: str | None = None,
     ax.set_xlabel("Prunable layer (forward order)")
     ax.set_ylabel("Weights kept (%, log scale)")
     ax.set_title(f"{title + ', ' if title else ''}compression {compression:g}")
+    legend_outside(fig, list(handles.values()), list(handles), title="Strategy")
+    return fig
+
+
+def speed_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Pruned runs with a measured speedup, per strategy and compression: seed means and stds of the
+    measured speedup, the theoretical speedup and top-1 after fine-tuning, and the structured fraction."""
+    columns = ["strategy", "compression", "measured", "measured_std", "theoretical", "top1", "top1_std",
+               "structured", "n"]
+    if "speedup_measured" not in runs or runs.empty:
+        return pd.DataFrame(columns=columns)
+    pruned = runs[~_is_control(runs)]
+    data = pd.DataFrame({
+        "strategy": pruned["strategy"], "compression": pd.to_numeric(pruned["compression"], errors="coerce"),
+        "measured": pd.to_numeric(pruned["speedup_measured"], errors="coerce"),
+        "theoretical": pd.to_numeric(pruned.get("speedup"), errors="coerce"),
+        "top1": _y_values(pruned, "post", 1, False),
+        "structured": analysis.is_structured(pruned).astype(float),
+    })
+    positive = np.isfinite(data["measured"]) & (data["measured"] > 0)
+    data = data[positive & data["strategy"].notna()]
+    if data.empty:
+        return pd.DataFrame(columns=columns)
+    data = data.assign(theoretical=data["theoretical"].where(np.isfinite(data["theoretical"])
+                                                              & (data["theoretical"] > 0)))
+    out = data.groupby(["strategy", "compression"], sort=True).agg(
+        measured=("measured", "mean"), measured_std=("measured", "std"), theoretical=("theoretical", "mean"),
+        top1=("top1", "mean"), top1_std=("top1", "std"), structured=("structured", "mean"),
+        n=("measured", "size")).reset_index()
+    return out.fillna({"measured_std": 0.0, "top1_std": 0.0})[columns]
+
+
+@styled
+def measured_speed_figure(runs: pd.DataFrame, title: str | None = None,
+                          labeller: Callable = display_name) -> Figure | None:
+    """Left: top-1 after fine-tuning against the measured speedup, one line per strategy (seed means,
+    error bars +-1 std in both directions). Right: measured against theoretical speedup with the
+    ideal y = x. Filled markers: structured runs (channels removed); hollow: unstructured masks."""
+    points = speed_points(runs)
+    if points.empty:
+        return None
+    order = strategy_order(points)
+    fig, axes = new_figure(1, 2, panel=(3.6, 2.9), legend_width=2.4)
+    left, right = axes[0, 0], axes[0, 1]
+    handles: dict[str, Line2D] = {}
+    for strategy in order:
+        rows = points[points["strategy"] == strategy].sort_values("compression")
+        st = strategy_style(strategy)
+        faces = [st["color"] if s >= 0.5 else "white" for s in rows["structured"]]
+        for ax, x, y, xerr, yerr in (
+            (left, rows["measured"], rows["top1"], rows["measured_std"], rows["top1_std"]),
+            (right, rows["theoretical"], rows["measured"], None, rows["measured_std"]),
+        ):
+            keep = np.isfinite(x.to_numpy(float)) & np.isfinite(y.to_numpy(float))
+            if not keep.any():
+                continue
+            ax.errorbar(x[keep], y[keep], xerr=None if xerr is None else xerr[keep], yerr=yerr[keep],
+                        color=st["color"], linestyle=st["linestyle"] if ax is left else "none",
+                        linewidth=1.2, elinewidth=0.9, capsize=2, marker="none")
+            ax.scatter(x[keep], y[keep], marker=st["marker"], s=24, zorder=3, linewidths=1.1,
+                       facecolors=[f for f, k in zip(faces, keep) if k], edgecolors=st["color"])
+        handles[labeller(strategy)] = Line2D([], [], color=st["color"], marker=st["marker"],
+                                             linestyle=st["linestyle"], markersize=5,
+                                             markerfacecolor=st["color"] if st["color"] in faces else "white")
+    kinds = set((points["structured"] >= 0.5).tolist())
+    if len(kinds) > 1:  # say what filled and hollow mean only when both appear
+        handles["filled: structured (channels removed)"] = Line2D(
+            [], [], color=DENSE_COLOR, marker="o", linestyle="none", markersize=5)
+        handles["hollow: unstructured (masks)"] = Line2D(
+            [], [], color=DENSE_COLOR, marker="o", markerfacecolor="white", linestyle="none", markersize=5)
+    # left: accuracy against time, with the unpruned reference and the dense model's speed
+    references: dict[str, Line2D] = {}
+    controls = runs[_is_control(runs)]
+    _reference(left, runs, controls, "post", 1, False, references)
+    handles.update(references)
+    handles["dense model's speed (1\u00d7)"] = left.axvline(1.0, color=DENSE_COLOR, linestyle="-.",
+                                                          linewidth=0.9, zorder=1)
+    log2_axis(left, [*points["measured"], 1.0])
+    left.set_xlabel("Measured speedup (dense / pruned latency)")
+    left.set_ylabel("Top-1 after fine-tuning (%)")
+    left.set_title("Accuracy against measured speed")
+    # right: measured against theoretical on one square log2 scale, the ideal as the diagonal
+    span = [v for v in (*points["theoretical"], *points["measured"], 1.0) if np.isfinite(v) and v > 0]
+    log2_axis(right, span)
+    log2_axis(right, span, which="y")
+    lo, hi = right.get_xlim()
+    handles["ideal: measured = theoretical"] = right.plot([lo, hi], [lo, hi], color=DENSE_COLOR,
+                                                          linestyle="--", linewidth=1.0, zorder=1)[0]
+    right.axhline(1.0, color=DENSE_COLOR, linestyle="-.", linewidth=0.9, zorder=1)
+    right.set_xlim(lo, hi)
+    right.set_xlabel("Theoretical speedup (dense / remaining MACs)")
+    right.set_ylabel("Measured speedup")
+    right.set_title("Measured against theoretical")
+    if title:
+        fig.suptitle(title)
     legend_outside(fig, list(handles.values()), list(handles), title="Strategy")
     return fig

@@ -15,6 +15,7 @@ from ..results import Store, analysis, load, load_epochs, load_layers
 from ..results.files import atomic_write_bytes
 from ..results.names import display_name
 from . import headline, tables
+from .tables import fmt_number, fmt_ratio
 from .document import Bullets, Document, Heading, Image, Preformatted, Table, Text, to_html, to_markdown
 from .literature import Survey, load_survey, pair_results, plottable
 from .names import pair_title, survey_dataset, survey_model
@@ -60,8 +61,8 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
                  title: str | None = None) -> Document:
     """The report of the results in `out_dir` as a Document (nothing written).
 
-    Sections: summary (findings first), plots, tables, setup, checklist, literature (when given),
-    failed runs, environment.
+    Sections: summary (findings first), plots, tables, measured speed (when the runs timed their
+    forward passes), setup, checklist, literature (when given), failed runs, environment.
     """
     folder = Path(out_dir)
     done, failed, counts = _load_runs(folder)
@@ -76,6 +77,8 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
     if pairs:
         _plots(doc, folder, runs, pairs)
     _tables(doc, runs, pairs, comparisons)
+    if pairs and analysis.has_measured_speed(runs):
+        _measured_speed(doc, runs, pairs)
     _setup(doc, done, counts)
     _checklist(doc, done)
     if survey is not None:
@@ -105,6 +108,13 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
                  "changes are in percentage points (pp). Strategies are compared at each compression on "
                  "runs paired by seed (paired t-test), with Holm's correction over all the comparisons "
                  "shown for a data set and model."))
+    slower = len(analysis.slower_than_dense(runs)) if len(runs) else 0
+    if slower:
+        one = slower == 1
+        doc.add(Text(f"Measured speed: {_runs_text(slower)} need{'s' if one else ''} fewer "
+                     f"multiply-accumulates than {'its' if one else 'their'} dense model (theoretical "
+                     f"speedup > {analysis.THEORETICAL_MIN:g}) but run{'s' if one else ''} slower than it "
+                     f"(measured speedup < {analysis.MEASURED_MAX:g}); see Measured speed."))
     if not pairs:
         doc.add(Text("No finished runs to summarize."))
     for dataset, model in pairs:
@@ -186,6 +196,77 @@ def _tables(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]],
         if not front.empty:
             doc.add(Table(front, f"{name}: Pareto front, the operating points no other beats in both "
                                  "compression and top-1 after fine-tuning"))
+
+
+def _runs_text(n: int) -> str:
+    return f"{n} pruned run{'s' if n != 1 else ''}"
+
+
+def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
+    """Accuracy against measured speedup, measured against theoretical, the latencies behind them, why
+    unstructured masks do not run faster, and the runs that got slower while needing fewer MACs."""
+    from .plots import measured_speed_figure  # matplotlib
+
+    doc.add(Heading("Measured speed"),
+            Text("The theoretical speedup counts multiply-accumulates (dense / remaining); the measured "
+                 "speedup is the dense model's latency over the pruned model's: the median wall-clock time "
+                 "of one eval-mode forward pass of each, timed side by side in one process at the batch "
+                 "size, thread count and device listed. Latencies are measurements, not deterministic: "
+                 "they vary between repeats and machines, so compare them only between runs timed with "
+                 "the same settings, and read differences of a few percent as noise."))
+    kinds = analysis.measured_by_kind(runs)
+    unstructured = kinds[kinds["kind"] == "unstructured"]
+    if len(unstructured):
+        u = unstructured.iloc[0]
+        doc.add(Text(
+            f"Why unstructured pruning does not run faster: unstructured masks ({_runs_text(int(u['runs']))} "
+            "here) set weights to zero but keep every tensor's shape, so the dense kernels do the same "
+            "work and the measured speedup stays about 1.0× whatever the theoretical speedup says "
+            f"(these runs: median {fmt_number(u['measured_median'])}×, from "
+            f"{fmt_number(u['measured_min'])}× to {fmt_number(u['measured_max'])}×, at theoretical "
+            f"speedups up to {fmt_ratio(u['theoretical_max'])}×). Only structured (channel) pruning, "
+            "which leaves a smaller dense model, or sparse kernels turn fewer MACs into less time."))
+    structured = kinds[kinds["kind"] == "structured"]
+    if len(structured):
+        r = structured.iloc[0]
+        doc.add(Text(f"Structured pruning ({_runs_text(int(r['runs']))}, channels removed): median measured "
+                     f"speedup {fmt_number(r['measured_median'])}×, from {fmt_number(r['measured_min'])}"
+                     f"× to {fmt_number(r['measured_max'])}×, at theoretical speedups up to "
+                     f"{fmt_ratio(r['theoretical_max'])}×."))
+    unmeasured = []
+    for dataset, model in pairs:
+        pair = _of_pair(runs, dataset, model)
+        name = pair_title(dataset, model)
+        table = tables.measured_table(pair)
+        if table.empty:
+            unmeasured.append(name)
+            continue
+        doc.add(Heading(name, level=3))
+        fig = measured_speed_figure(pair, title=name, labeller=display_name)
+        if fig is not None:
+            doc.add(Image(fig, f"{dataset}-{model}-measured-speed",
+                          f"{name}, left: top-1 test accuracy after fine-tuning against the measured "
+                          "speedup (dense / pruned latency), one line per strategy through its "
+                          "compressions; markers are seed means, error bars ±1 std over seeds. "
+                          "Right: measured against theoretical speedup; on the dashed diagonal (ideal) "
+                          "every multiply-accumulate saved would save its time, below it the latency falls "
+                          "short. Filled markers: structured (channels removed); hollow: unstructured "
+                          "masks. Dash-dotted: the dense model's speed (1×)."))
+        doc.add(Table(table, f"{name}: theoretical speedup (median over seeds), measured speedup (median "
+                             "[min, max] over seeds), and the median latencies of one forward pass of the "
+                             "dense and the pruned model (ms), timed at the batch, threads and device shown"))
+    if unmeasured:
+        doc.add(Text("No run recorded a latency for: " + "; ".join(unmeasured) + "."))
+    slower = tables.slower_table(runs)
+    doc.add(Heading("Pruned runs slower than the dense model", level=3))
+    condition = (f"theoretical speedup > {analysis.THEORETICAL_MIN:g} (fewer MACs) and measured speedup < "
+                 f"{analysis.MEASURED_MAX:g} (slower than the dense model beyond timing noise)")
+    if slower.empty:
+        doc.add(Text(f"No run has {condition}."))
+    else:
+        doc.add(Table(slower, f"{_runs_text(len(slower))} with {condition}: the pruning saved "
+                              "multiply-accumulates but not time (latencies are medians of the run's "
+                              "repeats, in ms)"))
 
 
 def _setup(doc: Document, runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> None:

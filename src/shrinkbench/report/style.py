@@ -110,13 +110,17 @@ def styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def log2_axis(ax: Axes, values: Iterable[float], pad: float = 0.12) -> None:
-    """A log2 x axis that ends at the data (plus `pad` octave), ticks at the powers of two inside it."""
+def log2_axis(ax: Axes, values: Iterable[float], pad: float = 0.12, which: str = "x") -> None:
+    """A log2 axis (x, or y with which="y") that ends at the data (plus `pad` octave), ticks at the
+    powers of two inside it."""
     finite = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_minor_locator(LogLocator(base=2, subs=()))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_ratio))
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    set_scale, set_ticks, set_lim = ((ax.set_yscale, ax.set_yticks, ax.set_ylim) if which == "y"
+                                     else (ax.set_xscale, ax.set_xticks, ax.set_xlim))
+    set_scale("log", base=2)
+    axis.set_minor_locator(LogLocator(base=2, subs=()))
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(_fmt_ratio))
     if finite.size == 0:
         return
     lo, hi = np.log2(finite.min()), np.log2(finite.max())
@@ -127,8 +131,8 @@ def log2_axis(ax: Axes, values: Iterable[float], pad: float = 0.12) -> None:
     ticks = [2.0**k for k in range(int(np.ceil(lo - 0.015)), int(np.floor(hi + 0.015)) + 1)]
     if len(ticks) < 2:
         ticks = sorted({float(f"{2**lo:.2g}"), float(f"{2**hi:.2g}"), *ticks})
-    ax.set_xticks(ticks)
-    ax.set_xlim(2 ** (min(lo, np.log2(ticks[0])) - pad), 2 ** (max(hi, np.log2(ticks[-1])) + pad))
+    set_ticks(ticks)
+    set_lim(2 ** (min(lo, np.log2(ticks[0])) - pad), 2 ** (max(hi, np.log2(ticks[-1])) + pad))
 
 
 def _fmt_ratio(value: float, _pos: int) -> str:

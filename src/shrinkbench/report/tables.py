@@ -14,6 +14,7 @@ from ..results.checks import MANY_CLASSES, num_classes
 from ..results.frame import KEY_COLUMNS, METRIC_KEYS
 from ..results.names import display_name
 from .defaults import CONFIG_DEFAULTS, DEFINING, same_value
+from .names import metric_label
 
 PASS, FAIL = "\u2713", "\u2717"
 PM = "\u00b1"
@@ -51,13 +52,19 @@ def fmt_ratio(value: object) -> str:
     return f"{x:.3g}" if math.isfinite(x) else ""
 
 
-def fmt_p(value: object) -> str:
-    """A p-value: three significant digits, '<0.001' below that."""
+def _finite(value: object) -> float | None:
+    """The value as a finite float, or None."""
     try:
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return ""
-    if not math.isfinite(x):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def fmt_p(value: object) -> str:
+    """A p-value: three significant digits, '<0.001' below that."""
+    x = _finite(value)
+    if x is None:
         return ""
     return "<0.001" if x < 1e-3 else f"{x:.3f}"
 
@@ -105,18 +112,27 @@ SUMMARY_METRICS: tuple[tuple[str, str, float, int], ...] = (
 def summary_table(runs: pd.DataFrame, top5: bool | None = None) -> pd.DataFrame:
     """Per strategy and requested compression: seeds and mean ± std of the headline metrics.
 
-    Top-5 columns only when `top5` (default: `show_top5(runs)`).
+    Top-5 columns only when `top5` (default: `show_top5(runs)`). Where latencies were measured, the
+    theoretical and the measured speedup stand side by side, each named as such.
     """
     top5 = show_top5(runs) if top5 is None else top5
     data = with_changes(runs, ("post_test_top1_pct", "post_test_top5_pct") if top5 else ("post_test_top1_pct",))
-    metrics = [m for m, *_ in SUMMARY_METRICS if m in data.columns and (top5 or "top5" not in m)]
+    measured = analysis.has_measured_speed(data)
+    spec = [(m, metric_label(m, measured) if m == "speedup" else h, sc, d) for m, h, sc, d in SUMMARY_METRICS]
+    if measured:
+        data = data.assign(speedup_measured=analysis.measured_speedup(data))  # broken timings: NaN
+        at = next(i for i, (m, *_) in enumerate(spec) if m == "speedup") + 1
+        spec.insert(at, ("speedup_measured", metric_label("speedup_measured"), 1.0, 2))
+    metrics = [m for m, *_ in spec if m in data.columns and (top5 or "top5" not in m)]
+    # the seeds column counts the runs behind the accuracy and cost figures; a latency is optional
+    counted = [m for m in metrics if m != "speedup_measured"]
     agg = analysis.aggregate(data, metrics=metrics, by=("strategy", "compression"))
     rows = []
     for _, r in agg.iterrows():
         row = {"Strategy": display_name(r["strategy"]), "Compression": fmt_ratio(r["compression"]),
                # the seeds behind every number of the row (a run without a value is not counted)
-               "Seeds": int(min(r[f"{m}_n"] for m in metrics)) if metrics else 0}
-        for column, header, scale, digits in SUMMARY_METRICS:
+               "Seeds": int(min(r[f"{m}_n"] for m in counted)) if counted else 0}
+        for column, header, scale, digits in spec:
             if column in metrics:
                 row[header] = fmt_pm(r[f"{column}_mean"], r[f"{column}_std"], digits, scale)
         rows.append(row)
@@ -166,7 +182,8 @@ def fmt_interval(low: object, high: object, digits: int = 2) -> str:
 def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.DataFrame:
     """Mean accuracy over the log2 compression and log2 speedup ranges all strategies share."""
     parts = {}
-    for x, label in (("compression_ratio", "compression"), ("speedup", "speedup")):
+    speedup = "theoretical speedup" if analysis.has_measured_speed(runs) else "speedup"
+    for x, label in (("compression_ratio", "compression"), ("speedup", speedup)):
         if x in runs.columns and pd.to_numeric(runs[x], errors="coerce").notna().any():
             parts[label] = analysis.auc(runs, metric=metric, x=x, by=("dataset", "model"))
     if not parts:
@@ -183,7 +200,7 @@ def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.Data
             span = (f"{2 ** r['log2_lo']:.3g}\u2013{2 ** r['log2_hi']:.3g}\u00d7"
                     if np.isfinite(r["log2_lo"]) and np.isfinite(r["log2_hi"]) else "")
             row[f"Mean top-1 over {label} (%)"] = fmt_number(r["auc"], 2)
-            row[f"{label.capitalize()} range"] = span
+            row[f"{label[0].upper()}{label[1:]} range"] = span
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -194,15 +211,104 @@ def pareto_table(runs: pd.DataFrame) -> pd.DataFrame:
     metrics = [m for m in needed if m in runs.columns]
     if len(metrics) < 2 or runs.empty:
         return pd.DataFrame()
+    measured = analysis.has_measured_speed(runs)
+    if measured:
+        metrics.append("speedup_measured")
+        runs = runs.assign(speedup_measured=analysis.measured_speedup(runs))
     means = analysis.aggregate(runs, metrics=metrics, by=("strategy", "compression"))
     front = analysis.pareto_front(means, x="compression_ratio_mean", y="post_test_top1_pct_mean")
-    return pd.DataFrame([
-        {"Strategy": display_name(r["strategy"]),
-         "Compression ratio": fmt_number(r["compression_ratio_mean"]),
-         "Speedup": fmt_number(r.get("speedup_mean")),
-         "Top-1 after FT (%)": fmt_number(r["post_test_top1_pct_mean"], 2)}
-        for _, r in front.iterrows()
-    ])
+    rows = []
+    for _, r in front.iterrows():
+        row = {"Strategy": display_name(r["strategy"]),
+               "Compression ratio": fmt_number(r["compression_ratio_mean"]),
+               metric_label("speedup", measured): fmt_number(r.get("speedup_mean"))}
+        if measured:
+            row[metric_label("speedup_measured")] = fmt_number(r.get("speedup_measured_mean"))
+        row["Top-1 after FT (%)"] = fmt_number(r["post_test_top1_pct_mean"], 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt_ms(value: object) -> str:
+    """A latency in milliseconds to about three significant digits ('0.123', '4.56', '78.9', '1234')."""
+    x = _finite(value)
+    if x is None:
+        return ""
+    digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3
+    return fmt_number(x, digits)
+
+
+def _values(values: object) -> str:
+    """Distinct settings (a tuple from analysis.measured_speed) as one cell."""
+    if not isinstance(values, tuple):
+        return ""
+    return ", ".join(_plain(v) for v in values)
+
+
+def _pruning_kind(structured: float, compression: object) -> str:
+    """'structured', 'unstructured' or 'mixed' from the fraction of structured runs; the control is 'none'."""
+    try:
+        if math.isclose(float(compression), 1.0):  # type: ignore[arg-type]
+            return "none (control)"
+    except (TypeError, ValueError):
+        pass
+    if structured >= 1.0:
+        return "structured"
+    return "unstructured" if structured <= 0.0 else "mixed"
+
+
+def measured_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy and compression: theoretical speedup, measured speedup (median [min, max] over
+    seeds), dense and pruned latency (medians) and the batch, threads and device they were timed at."""
+    table = analysis.measured_speed(runs, by=("strategy", "compression"))
+    if table.empty:
+        return pd.DataFrame()
+
+    def present(column: str) -> bool:
+        return column in table and table[column].notna().any()
+
+    channels = present("channels_kept_fraction_median") and (table["structured"] > 0).any()
+    sparse = present("speedup_measured_sparse_median") or present("latency_sparse_ms_median")
+    rows = []
+    for _, r in table.iterrows():
+        row = {"Strategy": display_name(r["strategy"]), "Compression": fmt_ratio(r["compression"]),
+               "Seeds": int(r["n"]), metric_label("structured"): _pruning_kind(r["structured"], r["compression"])}
+        if channels:
+            row[metric_label("channels_kept_fraction")] = fmt_number(r["channels_kept_fraction_median"], 1, 100.0)
+        row[metric_label("speedup")] = fmt_number(r.get("speedup_median"))
+        median = fmt_number(r["speedup_measured_median"])
+        spread = (fmt_interval(r["speedup_measured_min"], r["speedup_measured_max"])
+                  if r["n"] > 1 else "")
+        row[metric_label("speedup_measured")] = f"{median} {spread}".strip()
+        if sparse:
+            row[metric_label("speedup_measured_sparse")] = fmt_number(r.get("speedup_measured_sparse_median"))
+        row[metric_label("latency_dense_ms")] = fmt_ms(r.get("latency_dense_ms_median"))
+        row[metric_label("latency_ms")] = fmt_ms(r.get("latency_ms_median"))
+        if sparse:
+            row[metric_label("latency_sparse_ms")] = fmt_ms(r.get("latency_sparse_ms_median"))
+        for setting in analysis.SETTING_COLUMNS:
+            row[metric_label(setting)] = _values(r.get(setting))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SLOWER_HEADERS = ["Run", "Data set", "Model", "Strategy", "Compression", "Seed"]
+
+
+def slower_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that need fewer MACs than the dense model yet run slower (analysis.slower_than_dense)."""
+    flagged = analysis.slower_than_dense(runs)
+    columns = [*SLOWER_HEADERS, metric_label("speedup"), metric_label("speedup_measured"),
+               metric_label("latency_dense_ms"), metric_label("latency_ms")]
+    rows = []
+    for _, r in flagged.iterrows():
+        strategy = r.get("strategy")
+        rows.append(dict(zip(columns, (
+            r["run_id"], r.get("dataset"), r.get("model"),
+            display_name(strategy) if isinstance(strategy, str) else "", fmt_ratio(r.get("compression")),
+            r.get("seed"), fmt_number(r.get("speedup")), fmt_number(r.get("speedup_measured")),
+            fmt_ms(r.get("latency_dense_ms")), fmt_ms(r.get("latency_ms"))))))
+    return pd.DataFrame(rows, columns=columns)
 
 
 FAILED_COLUMNS = ["Run", "Dataset", "Model", "Strategy", "Compression", "Seed", "Error"]

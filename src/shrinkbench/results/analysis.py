@@ -23,12 +23,14 @@ from .names import canonical_strategy, display_name
 __all__ = [
     "GROUP_COLUMNS", "DEFAULT_METRICS", "aggregate", "accuracy_change", "auc", "pareto_front",
     "paired_comparison", "PairedComparison", "compare_per_compression", "holm", "checklist",
-    "CheckItem", "t_halfwidth",
+    "CheckItem", "t_halfwidth", "has_measured_speed", "measured_speedup", "is_structured", "measured_speed",
+    "measured_by_kind", "slower_than_dense",
 ]
 
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
 DEFAULT_METRICS: tuple[str, ...] = (
-    "pre_test_top1_pct", "post_test_top1_pct", "post_test_top5_pct", "compression_ratio", "speedup"
+    "pre_test_top1_pct", "post_test_top1_pct", "post_test_top5_pct", "compression_ratio", "speedup",
+    "speedup_measured",
 )
 PAIR_COLUMNS: tuple[str, ...] = ("dataset", "model", "compression", "seed")
 CONTROL_PREFIXES: tuple[str, ...] = ("finetune.", "dense.")
@@ -402,3 +404,121 @@ def compare_per_compression(
             record["p_holm"] = float(p_adj)
             record["significant"] = bool(np.isfinite(p_adj) and p_adj < alpha)
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+# --- measured speed -------------------------------------------------------------------------------
+# A run is flagged when it needs clearly fewer multiply-accumulates than the dense model (theoretical
+# speedup above THEORETICAL_MIN) yet runs clearly slower (measured speedup below MEASURED_MAX): the 5%
+# margins keep timing noise from flagging runs whose latency simply did not move.
+THEORETICAL_MIN = 1.05
+MEASURED_MAX = 0.95
+SETTING_COLUMNS: tuple[str, ...] = ("latency_batch", "latency_threads", "latency_device")
+MEASURED_COLUMNS: tuple[str, ...] = (
+    "speedup", "speedup_measured", "latency_dense_ms", "latency_ms", "latency_iqr_ms",
+    "latency_dense_iqr_ms", "latency_sparse_ms", "speedup_measured_sparse", "channels_kept_fraction",
+)
+SLOWER_COLUMNS: tuple[str, ...] = (
+    "run_id", "dataset", "model", "strategy", "compression", "seed", "structured", "speedup",
+    "speedup_measured", "latency_dense_ms", "latency_ms",
+)
+
+
+def measured_speedup(df: pd.DataFrame) -> pd.Series:
+    """The measured speedup of each run, NaN where absent, not finite or not positive."""
+    if "speedup_measured" not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    values = _numeric(df["speedup_measured"])
+    return values.where(np.isfinite(values) & (values > 0))
+
+
+def has_measured_speed(df: pd.DataFrame) -> bool:
+    """True when some run has a measured speedup (a store from before latencies were timed has none)."""
+    return bool(measured_speedup(df).notna().any())
+
+
+def is_structured(df: pd.DataFrame) -> np.ndarray:
+    """Per run: True when it removed channels physically (`structured` 1); absent or NaN counts as masks."""
+    if "structured" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (_numeric(df["structured"]).fillna(0.0) >= 0.5).to_numpy()
+
+
+def _distinct(values: pd.Series) -> tuple:
+    """The distinct non-missing values of a column, in a stable order (integral floats as ints)."""
+    out = set()
+    for value in values:
+        value = _norm(value)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out.add(value)
+    return tuple(sorted(out, key=lambda v: (isinstance(v, str), str(v) if isinstance(v, str) else v)))
+
+
+def measured_speed(df: pd.DataFrame, by: Sequence[str] = GROUP_COLUMNS) -> pd.DataFrame:
+    """Per group of `by`, over the runs with a measured speedup: n, the fraction of structured runs,
+    <metric>_median of each measured-speed column present (theoretical `speedup` included),
+    speedup_measured_min/_max, and the distinct latency settings (batch, threads, device) as tuples."""
+    by = list(by)
+    _require(df, by)
+    measured = measured_speedup(df)
+    rows = df[measured.notna()].assign(speedup_measured=measured[measured.notna()],
+                                       _structured=is_structured(df)[measured.notna().to_numpy()])
+    metrics = [c for c in MEASURED_COLUMNS if c in rows.columns]
+    settings = [c for c in SETTING_COLUMNS if c in rows.columns]
+    columns = [*by, "n", "structured", *(f"{m}_median" for m in metrics), "speedup_measured_min",
+               "speedup_measured_max", *settings]
+    records = []
+    for key, group in rows.groupby(by, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        record: dict[str, Any] = {**dict(zip(by, key)), "n": len(group),
+                                  "structured": float(group["_structured"].mean())}
+        for metric in metrics:
+            values = _numeric(group[metric])
+            values = values[np.isfinite(values)]
+            record[f"{metric}_median"] = float(values.median()) if len(values) else np.nan
+        record["speedup_measured_min"] = float(group["speedup_measured"].min())
+        record["speedup_measured_max"] = float(group["speedup_measured"].max())
+        for setting in settings:
+            record[setting] = _distinct(group[setting])
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def measured_by_kind(df: pd.DataFrame) -> pd.DataFrame:
+    """Pruned runs (compression > 1) with a measured speedup, per kind ("structured", "unstructured"):
+    runs, median / min / max measured speedup and the largest theoretical speedup among them."""
+    columns = ["kind", "runs", "measured_median", "measured_min", "measured_max", "theoretical_max"]
+    if "compression" not in df.columns:
+        return pd.DataFrame(columns=columns)
+    measured = measured_speedup(df)
+    keep = (measured.notna() & ~_is_control(df)).to_numpy()
+    structured = is_structured(df)
+    theoretical = _numeric(df["speedup"]) if "speedup" in df.columns else pd.Series(np.nan, index=df.index)
+    records = []
+    for kind, mask in (("structured", structured), ("unstructured", ~structured)):
+        chosen = keep & mask
+        if not chosen.any():
+            continue
+        values = measured[chosen]
+        theory = theoretical[chosen]
+        theory = theory[np.isfinite(theory)]
+        records.append({"kind": kind, "runs": int(chosen.sum()), "measured_median": float(values.median()),
+                        "measured_min": float(values.min()), "measured_max": float(values.max()),
+                        "theoretical_max": float(theory.max()) if len(theory) else np.nan})
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def slower_than_dense(df: pd.DataFrame, theoretical_min: float = THEORETICAL_MIN,
+                      measured_max: float = MEASURED_MAX) -> pd.DataFrame:
+    """Runs that need fewer MACs (speedup > theoretical_min) yet run slower than the dense model
+    (speedup_measured < measured_max), sorted by their key; the columns of SLOWER_COLUMNS present."""
+    measured = measured_speedup(df)
+    theoretical = _numeric(df["speedup"]) if "speedup" in df.columns else pd.Series(np.nan, index=df.index)
+    flagged = df[(theoretical > theoretical_min) & (measured < measured_max)]
+    flagged = flagged.assign(speedup_measured=measured[flagged.index])
+    columns = [c for c in SLOWER_COLUMNS if c in df.columns or c == "speedup_measured"]
+    order = [c for c in ("dataset", "model", "strategy", "compression", "seed", "run_id") if c in columns]
+    out = flagged.reindex(columns=columns)
+    return out.sort_values(order, kind="stable").reset_index(drop=True) if len(out) else out.reset_index(drop=True)

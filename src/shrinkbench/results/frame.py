@@ -44,6 +44,29 @@ def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
     return out
 
 
+# Measured speed (a pruned run's metrics.json, when the run timed its forward passes): latencies in
+# milliseconds of one eval-mode forward pass (median and interquartile range), the dense and the pruned
+# model timed side by side in one process at batch `latency_batch`, `latency_threads` threads, on
+# `latency_device`. Unlike every other metric they are measurements, not deterministic. Older stores
+# lack them all: a frame holds these columns only when some run recorded them.
+MEASURED_KEYS: tuple[str, ...] = (
+    "latency_dense_ms",
+    "latency_dense_iqr_ms",
+    "latency_ms",
+    "latency_iqr_ms",
+    "speedup_measured",  # latency_dense_ms / latency_ms
+    "latency_sparse_ms",  # optional: Linear layers run as CSR sparse matrices
+    "speedup_measured_sparse",
+    "latency_batch",
+    "latency_threads",
+    "latency_device",  # a string such as "cpu"
+    "structured",  # 1.0: channels removed physically (a smaller dense model); 0.0: masks
+    "channels_kept_fraction",  # structured runs: kept / prunable channels
+)
+# Stored as numbers whatever JSON made of them (`structured` may arrive as true / false).
+_NUMERIC_MEASURED = frozenset(MEASURED_KEYS) - {"latency_device"}
+
+
 # Accuracies are stored as fractions (`acc1`, `acc5`) and shown everywhere as percent: a frame's
 # accuracy columns carry the unit in their name (`post_test_top1_pct`).
 _ACCURACY = re.compile(r"^(?:(?P<head>.*)_)?acc(?P<k>[15])$")
@@ -59,9 +82,20 @@ def frame_metric_name(name: str) -> str:
 
 
 def frame_metric_value(name: str, value: Any) -> Any:
-    """A stored metric's value in its frame unit (fractions of accuracy as percent)."""
+    """A stored metric's value in its frame unit (fractions of accuracy as percent; measured-speed
+    numbers as floats, `structured` true/false as 1.0/0.0)."""
     if _ACCURACY.match(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return 100.0 * value
+    if name in _NUMERIC_MEASURED:
+        if isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # a hand-edited or foreign metrics file: a number or nothing
+            try:
+                return float(value)
+            except ValueError:
+                return math.nan
+        if value is None:
+            return math.nan
     return value
 
 

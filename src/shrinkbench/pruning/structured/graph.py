@@ -1,0 +1,645 @@
+"""Channel dependency groups, found by tracing the model with torch.fx and running it once.
+
+Every channel of every traced tensor gets an integer id; operators tie ids together (a residual
+addition ties channel i of both operands, a BatchNorm keeps its input's ids, a flatten repeats
+each channel's id over its spatial positions, a concatenation joins id lists) and union-find
+merges tied ids into classes. One class is one channel that must be kept or removed as a whole,
+in every layer it touches. A class is *pinned* (never removed) when it reaches the model's input
+or output, an operator this module does not understand, or an operator that does not map a zero
+channel to zero (a sigmoid, an added constant, a LayerNorm over channels, a channel padding):
+removing it would change the model's outputs. Classes that touch the same parameter dimensions
+form a group (e.g. the 64 hidden channels of one residual block).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+from ...errors import PruningError
+
+
+@dataclass
+class Chan:
+    """The channel ids of one traced tensor: `dim` is its channel dimension, `ids` one id per entry."""
+
+    dim: int
+    ids: Tensor  # int64, length = the tensor's size along `dim`
+
+
+@dataclass
+class Slice:
+    """Where a class lives in one parameter: indices along `dim` of parameter `param`."""
+
+    param: str  # qualified parameter name
+    dim: int
+    producer: bool  # True for the slices that make the channel (out-dim of a conv, BN scale/shift)
+
+
+@dataclass
+class Group:
+    """Channels removed together: `classes[i]` is one channel; `slices` are the dimensions they span."""
+
+    index: int
+    classes: list[int]
+    keys: tuple[tuple[str, int], ...]  # (parameter, dim) the group's channels index
+    producers: tuple[str, ...]  # modules whose output channels these are
+    has_norm: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class ModuleCall:
+    """One prunable module and how its dimensions map to classes."""
+
+    name: str
+    module: nn.Module
+    dims: dict[str, dict[int, Tensor]] = field(default_factory=dict)  # param -> dim -> class ids
+    macs: int = 0  # multiply-accumulates of its calls for one example
+
+
+@dataclass
+class DependencyGraph:
+    """The result of tracing: classes, groups, where each class lives, and per-module MACs."""
+
+    classes: dict[int, list[tuple[str, int, Tensor]]]  # class -> [(param, dim, index tensor)]
+    groups: list[Group]
+    modules: dict[str, ModuleCall]
+    pinned: dict[str, str]  # a few pinned places -> why (for messages)
+    param_shapes: dict[str, tuple[int, ...]]
+    dense_macs: int
+
+    def group_of(self) -> dict[int, Group]:
+        """Class -> its group."""
+        return {c: g for g in self.groups for c in g.classes}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = [0]  # id 0 is the pin
+        self.reasons: dict[int, str] = {}
+
+    def fresh(self, n: int) -> Tensor:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return torch.arange(start, start + n, dtype=torch.int64)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb == 0:
+                ra, rb = rb, ra
+            self.parent[rb] = ra  # the pin (0) stays a root
+
+    def union_all(self, a: Tensor, b: Tensor) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            if x != y:
+                self.union(x, y)
+
+    def pin(self, ids: Tensor, reason: str) -> None:
+        for x in set(ids.tolist()):
+            self.union(0, x)
+        self.reasons.setdefault(len(self.reasons), reason)
+
+
+# Modules and functions that map each channel to itself and a zero channel to zero.
+_KEEP_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Tanh,
+    nn.Hardtanh, nn.Softshrink, nn.Hardshrink, nn.Tanhshrink, nn.Dropout, nn.Dropout1d,
+    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.MaxPool1d, nn.MaxPool2d,
+    nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+)
+_KEEP_FUNCTIONS = {
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
+    F.hardtanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.max_pool1d, F.max_pool2d,
+    F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d, F.interpolate, torch.relu, torch.relu_, torch.tanh, F.tanh,
+    torch.nn.functional.hardshrink, operator.neg, torch.neg, torch.abs, operator.pos,
+}
+_KEEP_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach", "float", "double",
+                 "half", "bfloat16", "to", "type_as", "abs", "neg", "cpu", "cuda"}
+_ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub,
+                operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv,
+                torch.div, torch.maximum, torch.minimum}
+_ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+_ZERO_KEEPING = {operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.truediv,
+                 operator.itruediv, torch.div, "div", "div_"}
+_FLATTEN = {torch.flatten}
+_CAT = {torch.cat, torch.concat}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
+_REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
+_SHAPE_METHODS = {"view", "reshape", "flatten"}
+
+
+def _name_of(target: Any) -> str:
+    return getattr(target, "__name__", None) or str(target)
+
+
+class _Tracer(fx.Tracer):
+    """symbolic_trace that remembers which module it was inside, to name it when tracing fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside: list[str] = []
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        name = self.path_of_module(m)
+        self.inside.append(name)
+        out = super().call_module(m, forward, args, kwargs)
+        self.inside.pop()
+        return out
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """`model` as a torch.fx GraphModule; an untraceable model raises one line naming the module."""
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError... from user code
+        where = tracer.inside[-1] if tracer.inside else ""
+        place = f"module {where!r} ({type(model.get_submodule(where)).__name__})" if where else \
+            f"the forward of {type(model).__name__}"
+        detail = " ".join(str(exc).split())[:200]
+        raise PruningError(
+            f"structured pruning cannot trace the model: {place} stopped torch.fx ({detail}); "
+            "make that forward free of data-dependent control flow, or use unstructured pruning"
+        ) from None
+    return fx.GraphModule(tracer.root, graph)
+
+
+class _Propagate(fx.Interpreter):
+    """Runs the traced model once, giving every tensor's channels ids and recording couplings."""
+
+    def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.model = model
+        self.uf = _UnionFind()
+        self.chans: dict[fx.Node, Any] = {}
+        self.calls: dict[str, ModuleCall] = {}
+        self.pinned: dict[str, str] = {}
+        self.attrs: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _pin(self, chan: Any, where: str, why: str) -> None:
+        for c in _chans_in(chan):
+            self.uf.pin(c.ids, why)
+            if len(self.pinned) < 20:
+                self.pinned.setdefault(where, why)
+
+    def _fresh(self, value: Any, dim: int | None = None) -> Any:
+        if isinstance(value, Tensor) and value.dim() >= 1:
+            d = (1 if value.dim() >= 2 else 0) if dim is None else dim % value.dim()
+            return Chan(d, self.uf.fresh(value.shape[d]))
+        if isinstance(value, (tuple, list)):
+            return type(value)(self._fresh(v) for v in value)
+        return None
+
+    def _pinned_fresh(self, value: Any, where: str, why: str) -> Any:
+        chan = self._fresh(value)
+        self._pin(chan, where, why)
+        return chan
+
+    def _chan(self, arg: Any) -> Any:
+        if isinstance(arg, fx.Node):
+            return self.chans.get(arg)
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(self._chan(a) for a in arg)
+        return None
+
+    def _value(self, arg: Any) -> Any:
+        return self.env[arg] if isinstance(arg, fx.Node) else arg
+
+    # -- the pass ------------------------------------------------------------------------------
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        self.chans[n] = self._rule(n, out)
+        return out
+
+    def _rule(self, n: fx.Node, out: Any) -> Any:
+        where = f"{n.op} {n.name}"
+        if n.op == "placeholder":
+            return self._pinned_fresh(out, "the model's input", "reaches the model's input")
+        if n.op == "get_attr":
+            self.attrs.add(str(n.target))
+            return None  # a parameter or buffer used directly: its consumers pin what they touch
+        if n.op == "output":
+            self._pin(self._chan(n.args[0]), "the model's output", "reaches the model's output")
+            return None
+        ins = [a for a in n.all_input_nodes]
+        if n.op == "call_module":
+            return self._module(n, self.model.get_submodule(str(n.target)), out)
+        target = n.target
+        if n.op == "call_method":
+            return self._method(n, str(target), out)
+        # call_function
+        if target is operator.getitem:
+            return self._getitem(n, out)
+        if target in _KEEP_FUNCTIONS:
+            return self._same(n, out)
+        if target in _ELEMENTWISE:
+            return self._elementwise(n, target, out)
+        if target in _FLATTEN:
+            start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+            end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
+            return self._flatten(n.args[0], start, end, out, where)
+        if target in _CAT:
+            tensors = n.args[0] if n.args else n.kwargs.get("tensors")
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+            return self._cat(list(tensors), dim, out, where)
+        if target in _REDUCE_FUNCTIONS:
+            return self._reduce(n, out, where)
+        if target in (F.pad,):
+            return self._pad(n, out, where)
+        if target is getattr and isinstance(out, (int, torch.Size, tuple)):
+            return None
+        if not isinstance(out, Tensor) and not (isinstance(out, (tuple, list)) and any(
+                isinstance(o, Tensor) for o in out)):
+            return None  # sizes, dtypes, shapes: no channels
+        for arg in ins:
+            self._pin(self._chan(arg), f"{_name_of(target)} ({n.name})",
+                      f"passes through {_name_of(target)}, which structured pruning does not model")
+        return self._pinned_fresh(out, where, f"comes out of {_name_of(target)}")
+
+    def _same(self, n: fx.Node, out: Any) -> Any:
+        chan = self._chan(n.args[0]) if n.args else None
+        if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == self._value(
+                n.args[0]).dim():
+            return chan
+        self._pin(chan, n.name, f"changes the shape in {n.name}")
+        return self._pinned_fresh(out, n.name, f"comes out of {n.name}")
+
+    def _method(self, n: fx.Node, name: str, out: Any) -> Any:
+        if name in _KEEP_METHODS:
+            return self._same(n, out)
+        if name in _ELEMENTWISE_METHODS:
+            return self._elementwise(n, name, out)
+        if name in _SHAPE_METHODS:
+            return self._reshape(n, out)
+        if name in _REDUCE_METHODS:
+            return self._reduce(n, out, n.name)
+        if name in ("size", "dim", "numel") or not isinstance(out, Tensor):
+            return None
+        if name in ("permute", "transpose"):
+            chan = self._chan(n.args[0])
+            src = self._value(n.args[0])
+            if isinstance(chan, Chan):
+                dims = [self._value(a) for a in n.args[1:]]
+                if name == "transpose":
+                    a, b = (int(d) % src.dim() for d in dims)
+                    order = list(range(src.dim()))
+                    order[a], order[b] = order[b], order[a]
+                else:
+                    order = [int(d) % src.dim() for d in (dims[0] if len(dims) == 1 and isinstance(
+                        dims[0], (tuple, list)) else dims)]
+                return Chan(order.index(chan.dim), chan.ids)
+            return None
+        for arg in n.all_input_nodes:
+            self._pin(self._chan(arg), f"method {name} ({n.name})",
+                      f"passes through .{name}(), which structured pruning does not model")
+        return self._pinned_fresh(out, n.name, f"comes out of .{name}()")
+
+    def _getitem(self, n: fx.Node, out: Any) -> Any:
+        chan = self._chan(n.args[0])
+        index = n.args[1]
+        if isinstance(chan, (tuple, list)) and isinstance(index, int):
+            return chan[index]
+        src = self._value(n.args[0])
+        if not isinstance(src, Tensor):
+            return None
+        if isinstance(chan, Chan):
+            items = index if isinstance(index, tuple) else (index,)
+            # plain slices before an Ellipsis: the channel dimension is kept whole?
+            if all(isinstance(i, slice) or i is Ellipsis for i in items) and Ellipsis not in items:
+                if chan.dim < len(items) and items[chan.dim] != slice(None):
+                    self._pin(chan, n.name, "is sliced along its channels")
+                    return self._pinned_fresh(out, n.name, "is a slice of channels")
+                return chan
+        self._pin(chan, n.name, "is indexed in a way structured pruning does not model")
+        return self._pinned_fresh(out, n.name, "is indexed")
+
+    def _elementwise(self, n: fx.Node, target: Any, out: Any) -> Any:
+        args = list(n.args[:2]) + [n.kwargs.get("other")] if len(n.args) < 2 else list(n.args[:2])
+        values = [self._value(a) for a in args]
+        chans = [self._chan(a) for a in args]
+        tensors = [(v, c) for v, c in zip(values, chans) if isinstance(v, Tensor) and v.dim() > 0]
+        if not isinstance(out, Tensor):
+            return None
+        zero_keeping = target in _ZERO_KEEPING
+        outs = [c for v, c in tensors if isinstance(c, Chan) and v.dim() == out.dim()
+                and v.shape[c.dim] == out.shape[c.dim] and out.shape[c.dim] > 1]
+        if not outs:
+            for _, c in tensors:
+                self._pin(c, n.name, f"enters {_name_of(target)}")
+            return self._pinned_fresh(out, n.name, f"comes out of {_name_of(target)}")
+        base = outs[0]
+        for v, c in tensors:
+            if c is base:
+                continue
+            if isinstance(c, Chan) and c.dim == base.dim and v.dim() == out.dim() and \
+                    v.shape[c.dim] == out.shape[c.dim]:
+                self.uf.union_all(base.ids, c.ids)
+                if target in (operator.truediv, operator.itruediv, torch.div, "div", "div_"):
+                    self.uf.pin(c.ids, "divides")  # a zero divisor channel is not removable
+            else:
+                # a broadcast tensor or a constant: zero stays zero only under multiplication
+                self._pin(c, n.name, f"enters {_name_of(target)} broadcast")
+                if not zero_keeping:
+                    self._pin(base, n.name, f"has a tensor added in {n.name}")
+        others = [v for v in values if not isinstance(v, Tensor) and v is not None]
+        if others and not zero_keeping and any(v != 0 for v in others if isinstance(v, (int, float))):
+            self._pin(base, n.name, f"has a constant added in {n.name}")
+        if target in (operator.truediv, operator.itruediv, torch.div, "div", "div_") and \
+                values and not isinstance(values[0], Tensor):
+            self._pin(base, n.name, "is a divisor")
+        return Chan(base.dim, base.ids)
+
+    def _flatten(self, arg: Any, start: int, end: int, out: Any, where: str) -> Any:
+        chan, src = self._chan(arg), self._value(arg)
+        if not isinstance(chan, Chan) or not isinstance(out, Tensor):
+            return self._pinned_fresh(out, where, "is flattened") if isinstance(out, Tensor) else None
+        nd = src.dim()
+        s, e = start % nd, end % nd
+        if chan.dim < s:
+            return Chan(chan.dim, chan.ids)
+        if chan.dim > e:
+            return Chan(chan.dim - (e - s), chan.ids)
+        inner = math.prod(src.shape[chan.dim + 1:e + 1])
+        outer = math.prod(src.shape[s:chan.dim])
+        ids = chan.ids.repeat_interleave(inner).repeat(outer)
+        return Chan(s, ids)
+
+    def _reshape(self, n: fx.Node, out: Any) -> Any:
+        chan, src = self._chan(n.args[0]), self._value(n.args[0])
+        if not isinstance(chan, Chan) or not isinstance(out, Tensor):
+            return None if not isinstance(out, Tensor) else self._pinned_fresh(out, n.name, "reshaped")
+        if str(n.target) == "flatten":
+            start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+            end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
+            return self._flatten(n.args[0], start, end, out, n.name)
+        shape_args = n.args[1:]
+        if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
+            shape_args = tuple(shape_args[0])
+        s_in, s_out = list(src.shape), list(out.shape)
+        if s_in == s_out:
+            return chan
+        # a flatten of dims [s, e] into one: the only reshape whose channel layout is known
+        for s in range(len(s_in)):
+            for e in range(s + 1, len(s_in)):
+                merged = s_in[:s] + [math.prod(s_in[s:e + 1])] + s_in[e + 1:]
+                if merged == s_out:
+                    at = s if s <= chan.dim <= e else chan.dim - (e - s if chan.dim > e else 0)
+                    literal = shape_args[at] if at < len(shape_args) else None
+                    if isinstance(literal, int) and literal != -1:
+                        self._pin(chan, n.name, f"is reshaped to a fixed size {literal} in {n.name}")
+                        return self._pinned_fresh(out, n.name, "reshaped to a fixed size")
+                    return self._flatten(n.args[0], s, e, out, n.name)
+        self._pin(chan, n.name, f"is reshaped in {n.name}")
+        return self._pinned_fresh(out, n.name, "reshaped")
+
+    def _cat(self, tensors: list[Any], dim: int, out: Any, where: str) -> Any:
+        chans = [self._chan(t) for t in tensors]
+        values = [self._value(t) for t in tensors]
+        if not all(isinstance(c, Chan) for c in chans) or len({c.dim for c in chans}) != 1:
+            for c in chans:
+                self._pin(c, where, "is concatenated with untracked tensors")
+            return self._pinned_fresh(out, where, "comes out of a concatenation")
+        cdim = chans[0].dim
+        if dim % values[0].dim() == cdim:
+            return Chan(cdim, torch.cat([c.ids for c in chans]))
+        for c in chans[1:]:
+            self.uf.union_all(chans[0].ids, c.ids)
+        return Chan(cdim, chans[0].ids)
+
+    def _reduce(self, n: fx.Node, out: Any, where: str) -> Any:
+        chan, src = self._chan(n.args[0]), self._value(n.args[0])
+        dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        keep = n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False)
+        if not isinstance(chan, Chan) or dims is None or not isinstance(out, Tensor):
+            self._pin(chan, where, "is reduced over all dimensions")
+            return self._pinned_fresh(out, where, "reduced") if isinstance(out, Tensor) else None
+        dims = [int(d) % src.dim() for d in (dims if isinstance(dims, (tuple, list)) else [dims])]
+        if chan.dim in dims:
+            self._pin(chan, where, "is reduced over its channels")
+            return self._pinned_fresh(out, where, "reduced over channels")
+        shift = 0 if keep else sum(1 for d in dims if d < chan.dim)
+        return Chan(chan.dim - shift, chan.ids)
+
+    def _pad(self, n: fx.Node, out: Any, where: str) -> Any:
+        chan, src = self._chan(n.args[0]), self._value(n.args[0])
+        pads = list(self._value(n.args[1]) if len(n.args) > 1 else n.kwargs.get("pad"))
+        if not isinstance(chan, Chan):
+            return self._pinned_fresh(out, where, "padded")
+        touched = {src.dim() - 1 - i // 2 for i, p in enumerate(pads) if p}
+        mode = n.args[2] if len(n.args) > 2 else n.kwargs.get("mode", "constant")
+        value = n.args[3] if len(n.args) > 3 else n.kwargs.get("value", None)
+        if chan.dim in touched or mode != "constant" or value not in (None, 0, 0.0):
+            self._pin(chan, where, "is padded along its channels (or with a nonzero value)")
+            return self._pinned_fresh(out, where, "padded channels")
+        return chan
+
+    # -- modules -------------------------------------------------------------------------------
+    def _module(self, n: fx.Node, m: nn.Module, out: Any) -> Any:
+        name = str(n.target)
+        x = self._value(n.args[0]) if n.args else None
+        chan = self._chan(n.args[0]) if n.args else None
+        extra = [a for a in n.all_input_nodes[1:]]
+        for a in extra:
+            self._pin(self._chan(a), name, f"is a second input of {name}")
+        if isinstance(m, _ConvNd) and not isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                                         nn.ConvTranspose3d)):
+            return self._conv(name, m, x, chan, out)
+        if isinstance(m, nn.Linear):
+            return self._linear(name, m, x, chan, out)
+        if isinstance(m, _BatchNorm):
+            if not isinstance(chan, Chan) or chan.dim != 1:
+                self._pin(chan, name, "enters a batch norm off its channel dimension")
+                return self._pinned_fresh(out, name, "batch norm")
+            if not m.affine:
+                self._pin(chan, name, f"{name} has no scale and shift to zero")
+            call = self._call(name, m)
+            for p in ("weight", "bias"):
+                if getattr(m, p, None) is not None:
+                    self._bind(call, p, 0, chan.ids)
+            return chan
+        if isinstance(m, _KEEP_MODULES):
+            if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == x.dim():
+                return chan
+            self._pin(chan, name, f"changes shape in {name}")
+            return self._pinned_fresh(out, name, name)
+        if isinstance(m, nn.Flatten):
+            return self._flatten(n.args[0], m.start_dim, m.end_dim, out, name)
+        if isinstance(m, nn.Sequential) and len(m) == 0:
+            return chan
+        self._pin(chan, name, f"enters {name} ({type(m).__name__}), which structured pruning "
+                  "does not model")
+        for p_name, p in m.named_parameters(recurse=True):
+            self.pinned.setdefault(f"{name}.{p_name}", "parameter of an unmodelled module")
+        return self._pinned_fresh(out, name, f"comes out of {type(m).__name__}")
+
+    def _call(self, name: str, m: nn.Module) -> ModuleCall:
+        if name not in self.calls:
+            self.calls[name] = ModuleCall(name, m)
+        return self.calls[name]
+
+    def _bind(self, call: ModuleCall, param: str, dim: int, ids: Tensor) -> None:
+        dims = call.dims.setdefault(param, {})
+        if dim in dims:
+            self.uf.union_all(dims[dim], ids)  # a module called twice: its channels are shared
+        else:
+            dims[dim] = ids
+
+    def _conv(self, name: str, m: _ConvNd, x: Tensor, chan: Any, out: Tensor) -> Any:
+        call = self._call(name, m)
+        call.macs += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        if not isinstance(chan, Chan) or chan.dim != 1:
+            chan = self._pinned_fresh(x, name, f"input of {name}")
+        depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
+        if depthwise:
+            self._bind(call, "weight", 0, chan.ids)
+            if m.bias is not None:
+                self._bind(call, "bias", 0, chan.ids)
+            return Chan(1, call.dims["weight"][0])
+        if m.groups != 1:
+            self._pin(chan, name, f"{name} is a grouped convolution (groups={m.groups})")
+            outs = self._pinned_fresh(out, name, f"{name} is a grouped convolution")
+        else:
+            self._bind(call, "weight", 1, chan.ids)
+            known = call.dims.get("weight", {}).get(0)
+            outs = Chan(1, known) if known is not None else self._fresh(out, 1)
+        self._bind(call, "weight", 0, outs.ids)
+        if m.bias is not None:
+            self._bind(call, "bias", 0, outs.ids)
+        return Chan(1, call.dims["weight"][0])
+
+    def _linear(self, name: str, m: nn.Linear, x: Tensor, chan: Any, out: Tensor) -> Any:
+        call = self._call(name, m)
+        call.macs += (out.numel() // max(out.shape[0], 1)) * m.in_features if out.dim() > 1 else \
+            out.numel() * m.in_features
+        if not isinstance(chan, Chan) or chan.dim != x.dim() - 1:
+            self._pin(chan, name, f"enters {name} off its feature dimension")
+            chan = Chan(x.dim() - 1, self.uf.fresh(x.shape[-1]))
+            self._pin(chan, name, f"input of {name}")
+        self._bind(call, "weight", 1, chan.ids)
+        known = call.dims.get("weight", {}).get(0)
+        ids = known if known is not None else self.uf.fresh(m.out_features)
+        self._bind(call, "weight", 0, ids)
+        if m.bias is not None:
+            self._bind(call, "bias", 0, ids)
+        return Chan(out.dim() - 1, call.dims["weight"][0])
+
+
+def _chans_in(chan: Any) -> Iterable[Chan]:
+    if isinstance(chan, Chan):
+        yield chan
+    elif isinstance(chan, (tuple, list)):
+        for c in chan:
+            yield from _chans_in(c)
+
+
+def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str] = ()) -> DependencyGraph:
+    """Trace `model` on `example_input` (one example is enough) and find its channel groups.
+
+    Output channels of the modules named in `ignore` are pinned (never removed).
+    """
+    gm = trace(model)
+    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    prop = _Propagate(gm, model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            prop.run(*inputs)
+    except PruningError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise PruningError(f"structured pruning could not run the traced model on the example "
+                           f"input: {detail}") from None
+    finally:
+        model.train(was_training)
+    uf = prop.uf
+    ignore = list(ignore)
+    for name, call in prop.calls.items():
+        if any(name == pat or name.startswith(pat + ".") for pat in ignore):
+            out = call.dims.get("weight", {}).get(0)
+            if out is not None:
+                uf.pin(out, f"{name} is ignored")
+    # tied parameters: one tensor in two modules shares its channels
+    by_tensor: dict[int, list[tuple[ModuleCall, str]]] = {}
+    for call in prop.calls.values():
+        for pname in call.dims:
+            by_tensor.setdefault(id(getattr(call.module, pname)), []).append((call, pname))
+    for users in by_tensor.values():
+        first, fname = users[0]
+        for call, pname in users[1:]:
+            for dim, ids in call.dims[pname].items():
+                if dim in first.dims[fname]:
+                    uf.union_all(first.dims[fname][dim], ids)
+                else:
+                    uf.pin(ids, f"{call.name}.{pname} is tied to another shape")
+    # a parameter also used directly by the forward (not through its module) keeps its shape
+    for call in prop.calls.values():
+        for pname, dims in call.dims.items():
+            qual = f"{call.name}.{pname}" if call.name else pname
+            if qual in prop.attrs:
+                for ids in dims.values():
+                    uf.pin(ids, f"{qual} is used directly by the forward")
+                prop.pinned.setdefault(qual, "used directly by the forward")
+    roots = torch.tensor([uf.find(i) for i in range(len(uf.parent))], dtype=torch.int64)
+    classes: dict[int, list[tuple[str, int, Tensor]]] = {}
+    seen_params: set[int] = set()
+    param_shapes: dict[str, tuple[int, ...]] = {}
+    for call in prop.calls.values():
+        for pname, dims in call.dims.items():
+            tensor = getattr(call.module, pname)
+            qual = f"{call.name}.{pname}" if call.name else pname
+            if id(tensor) in seen_params:
+                continue
+            seen_params.add(id(tensor))
+            param_shapes[qual] = tuple(tensor.shape)
+            for dim, ids in dims.items():
+                r = roots[ids]
+                order = torch.argsort(r, stable=True)  # positions grouped by class, in order
+                values, counts = torch.unique_consecutive(r[order], return_counts=True)
+                for root, index in zip(values.tolist(), torch.split(order, counts.tolist())):
+                    if root != 0:
+                        classes.setdefault(root, []).append((qual, dim, index))
+    # group classes by the (parameter, dim) places they touch
+    by_keys: dict[tuple[tuple[str, int], ...], list[int]] = {}
+    for root, places in classes.items():
+        key = tuple(sorted((p, d) for p, d, _ in places))
+        by_keys.setdefault(key, []).append(root)
+    groups = []
+    norm_params = {f"{c.name}.{p}" for c in prop.calls.values() if isinstance(c.module, _BatchNorm)
+                   for p in c.dims}
+    for key, members in by_keys.items():
+        producers = tuple(sorted({p.rpartition(".")[0] for p, d in key if d == 0
+                                  and p.endswith(".weight") and p not in norm_params}))
+        has_norm = any(p in norm_params for p, _ in key)
+        groups.append(Group(len(groups), sorted(members), key, producers, has_norm))
+    dense = sum(c.macs for c in prop.calls.values())
+    return DependencyGraph(classes, groups, prop.calls, prop.pinned, param_shapes, dense)

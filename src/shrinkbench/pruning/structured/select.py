@@ -1,0 +1,181 @@
+"""Which channels to remove: global or layerwise allocation to a target, with exact cost counting.
+
+Targets: `compression` (all parameters / parameters left), `speedup` (dense MACs of the convolution
+and linear layers / MACs left) or `channels` (prunable channels / channels left). The smallest removal
+that reaches the target is chosen (channels come whole, so the result reaches at least the target,
+overshooting by less than one channel's cost). Every group keeps at least one channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import CompressionError, PruningError
+from .graph import DependencyGraph
+
+TARGETS = ("compression", "speedup", "channels")
+
+
+@dataclass
+class Cost:
+    """Counts of a model with some channels removed."""
+
+    params_total: int
+    params_left: int
+    macs_dense: int
+    macs_left: int
+    channels_total: int
+    channels_left: int
+
+    @property
+    def compression(self) -> float:
+        return self.params_total / self.params_left if self.params_left else math.inf
+
+    @property
+    def speedup(self) -> float:
+        return self.macs_dense / self.macs_left if self.macs_left else math.inf
+
+    @property
+    def channel_ratio(self) -> float:
+        return self.channels_total / self.channels_left if self.channels_left else math.inf
+
+    def value(self, target: str) -> float:
+        return {"compression": self.compression, "speedup": self.speedup,
+                "channels": self.channel_ratio}[target]
+
+
+class CostModel:
+    """Counts parameters and MACs left for a set of removed classes, without touching the model."""
+
+    def __init__(self, model: nn.Module, graph: DependencyGraph, prunable: list[int]) -> None:
+        self.graph = graph
+        self.order = {c: i for i, c in enumerate(sorted(graph.classes))}
+        n = len(self.order)
+        self.params_total = sum(p.numel() for p in model.parameters())  # shared ones once
+        self.places: dict[str, list[tuple[int, int, Tensor]]] = {}
+        for cls, places in graph.classes.items():
+            for param, dim, index in places:
+                self.places.setdefault(param, [])
+        self.index_of: dict[tuple[str, int], Tensor] = {}
+        for param, shape in graph.param_shapes.items():
+            for dim in range(len(shape)):
+                self.index_of[(param, dim)] = torch.full((shape[dim],), n, dtype=torch.int64)
+        for cls, places in graph.classes.items():
+            for param, dim, index in places:
+                self.index_of[(param, dim)][index] = self.order[cls]
+        self.index_of = {k: v for k, v in self.index_of.items() if bool((v < n).any())}
+        self.macs: list[tuple[int, list[tuple[str, int]], int]] = []
+        for name, call in graph.modules.items():
+            if call.macs:
+                qual = f"{name}.weight" if name else "weight"
+                dims = [(qual, d) for d in range(len(graph.param_shapes.get(qual, ())))
+                        if (qual, d) in self.index_of]
+                self.macs.append((call.macs, dims, math.prod(graph.param_shapes.get(qual, (1,)))))
+        self.macs_dense = sum(m for m, _, _ in self.macs)
+        self.prunable = prunable
+        self.n = n
+
+    def cost(self, removed: list[int]) -> Cost:
+        flag = torch.zeros(self.n + 1, dtype=torch.int64)
+        if removed:
+            flag[torch.tensor([self.order[c] for c in removed], dtype=torch.int64)] = 1
+        left_along: dict[tuple[str, int], int] = {}
+        for key, idx in self.index_of.items():
+            left_along[key] = idx.numel() - int(flag[idx].sum())
+        removed_params = 0
+        for param, shape in self.graph.param_shapes.items():
+            kept = 1
+            for d, size in enumerate(shape):
+                kept *= left_along.get((param, d), size)
+            removed_params += math.prod(shape) - kept
+        macs_left = 0
+        for macs, dims, _ in self.macs:
+            frac = 1.0
+            for key in dims:
+                frac *= left_along[key] / self.index_of[key].numel()
+            macs_left += round(macs * frac)
+        return Cost(self.params_total, self.params_total - removed_params, self.macs_dense, macs_left,
+                    len(self.prunable), len(self.prunable) - len(removed))
+
+
+def _check_target(target: str, amount: float) -> None:
+    if target not in TARGETS:
+        raise PruningError(f"structured target {target!r} is unknown; choose from: {', '.join(TARGETS)}")
+    if not isinstance(amount, (int, float)) or isinstance(amount, bool) or not math.isfinite(
+            float(amount)) or amount < 1:
+        raise CompressionError(f"the {target} target must be a finite number >= 1, got {amount!r}")
+
+
+def _smallest(n: int, reaches) -> int:
+    """The smallest k in [0, n] with reaches(k), assuming monotone; n + 1 when none."""
+    lo, hi = 0, n
+    if not reaches(n):
+        return n + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reaches(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], allocation: str,
+           target: str, amount: float) -> tuple[list[int], Cost]:
+    """Classes to remove (lowest scores first) reaching `amount` of `target`, and the resulting cost."""
+    _check_target(target, amount)
+    groups = [g for g in graph.groups if g.index in scores and g.size > 1]
+    for g in groups:
+        s = scores[g.index]
+        if s.shape != (g.size,) or bool(torch.isnan(s).any()):
+            raise PruningError(f"channel scores of group {g.index} have shape {tuple(s.shape)} or NaN; "
+                               f"expected {g.size} finite numbers")
+    prunable = [c for g in graph.groups if g.index in scores for c in g.classes]
+    costs = CostModel(model, graph, prunable)
+    if not groups:
+        raise PruningError("the model has no channels that can be removed (every channel is pinned: "
+                           + "; ".join(f"{k}: {v}" for k, v in list(graph.pinned.items())[:3]) + ")")
+    # lowest first within each group; ties by channel position
+    ranked = {g.index: [g.classes[i] for i in torch.argsort(scores[g.index], stable=True).tolist()]
+              for g in groups}
+    if allocation == "global":
+        pool = [(float(scores[g.index][g.classes.index(c)]), g.index, g.classes.index(c), c)
+                for g in groups for c in ranked[g.index][:-1]]  # the best channel of each group stays
+        pool.sort()
+        order = [c for *_, c in pool]
+
+        def removal(k: int) -> list[int]:
+            return order[:k]
+
+        steps = len(order)
+        channel_k = math.floor(len(prunable) * (1 - 1 / float(amount)) + 1e-9)
+    elif allocation == "layerwise":
+        steps = 10_000
+
+        def removal(k: int) -> list[int]:
+            f = k / steps
+            out = []
+            for g in groups:
+                out.extend(ranked[g.index][:min(g.size - 1, math.floor(g.size * f + 1e-9))])
+            return out
+
+        channel_k = round(steps * (1 - 1 / float(amount)))
+    else:
+        raise PruningError(f"structured allocation {allocation!r} is unknown; choose global or layerwise")
+    if target == "channels":
+        k = min(channel_k, steps)
+        removed = removal(k)
+        cost = costs.cost(removed)
+        return removed, cost
+    k = _smallest(steps, lambda k: costs.cost(removal(k)).value(target) >= float(amount) * (1 - 1e-12))
+    if k > steps:
+        best = costs.cost(removal(steps)).value(target)
+        raise CompressionError(
+            f"{target} {float(amount):g} cannot be reached by removing channels: at most {best:.4g} "
+            f"(one channel left in every prunable group; pinned channels stay)")
+    removed = removal(k)
+    return removed, costs.cost(removed)
