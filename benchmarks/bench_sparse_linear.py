@@ -11,6 +11,7 @@ Run: python benchmarks/bench_sparse_linear.py [--size 4096] [--threads 2 1] [--r
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch import nn
@@ -54,8 +55,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, MKL {torch.backends.mkl.is_available()}, "
-          f"{torch.get_num_threads()} threads available; median of >= {args.repeats} interleaved passes")
+          f"{os.cpu_count()} CPUs, load average {load:.2f}; "
+          f"median of >= {args.repeats} interleaved passes")
     header = (f"{'model':<12} {'thr':>3} {'sparsity':>8} {'batch':>5} {'dense ms':>9} {'(iqr)':>7} "
               f"{'CSR ms':>9} {'(iqr)':>7} {'dense/CSR':>9} {'ideal':>6}")
     print(header)

@@ -163,3 +163,27 @@ def test_missing_data_is_one_error_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mnist" in err
     assert not out.exists()
+
+
+def test_structured_strategies_and_targets_sweep_like_the_others(tmp_path):
+    grid = {"pruning.strategy": ["LayerChannelL1", "GlobalChannelTaylor", "GlobalMagWeight"],
+            "pruning.compression": [1, 2], "pruning.target": ["compression"], "seed": [0]}
+    spec = write_spec(tmp_path, grid=grid)
+    extra = write_spec(tmp_path, name="speed.yaml", grid={
+        "pruning.strategy": ["LayerChannelL1"], "pruning.compression": [2],
+        "pruning.target": ["speedup", "channels"], "seed": [0]})
+    result = run_sweep(load_spec(spec), tmp_path / "out", progress=False, lines=False)
+    assert result.exit_code == 0 and result.ran == 4  # 3 strategies at x2, one shared control
+    result = run_sweep(load_spec(extra), tmp_path / "out", progress=False, lines=False)
+    assert result.exit_code == 0 and result.ran == 2
+    from shrinkbench.results import load
+
+    frame = load(tmp_path / "out")
+    rows = {(r.strategy, r.compression): r for r in frame.itertuples()}
+    assert len(rows) == len(frame) == 6  # a target other than compression is its own curve
+    assert rows[("LayerChannelL1", 2.0)].compression_ratio >= 2
+    assert rows[("LayerChannelL1 (speedup)", 2.0)].speedup >= 2
+    assert rows[("LayerChannelL1 (channels)", 2.0)].channels_kept_fraction <= 0.5
+    assert rows[("GlobalMagWeight", 2.0)].structured == 0
+    assert rows[("GlobalChannelTaylor", 2.0)].structured == 1
+    assert all(r.speedup_measured > 0 for r in frame.itertuples())

@@ -60,9 +60,8 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
 
 
 def structured_metrics(cfg: Config, result: Any) -> dict[str, Any]:
-    """What a channel-pruning run adds: its target and the channels it kept."""
+    """What a channel-pruning run adds: the channels it kept."""
     return {
-        "target": cfg.pruning.target,
         "channels_total": int(result.channels_total),
         "channels_kept": int(result.channels_kept),
         "channels_kept_fraction": result.channels_kept / max(result.channels_total, 1),
@@ -128,7 +127,7 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
         metrics["structured"] = 1.0 if result is not None and result.structured else 0.0
         if result is not None and result.structured:
             tick = time.perf_counter()
-            model = remove_channels(model, example_input(bundle.info, device))
+            model = remove_channels(model, example_input(bundle.info, device), graph=result.graph)
             metrics["time_prune_s"] += time.perf_counter() - tick
             metrics.update(structured_metrics(cfg, result))
     before = float(state.get("elapsed", 0.0))

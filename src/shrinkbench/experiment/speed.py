@@ -36,7 +36,7 @@ def measure_speed(cfg: Config, model: nn.Module, dense: nn.Module, info: Any,
         **times["dense"].to_metrics("latency_dense"),
         **times["pruned"].to_metrics("latency"),
         "latency_batch": lat.batch_size,
-        "latency_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "latency_threads": times["dense"].threads,
         "latency_device": str(device),
         "speedup_measured": times["dense"].median_ms / times["pruned"].median_ms,
     }

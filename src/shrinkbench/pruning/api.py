@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from torch import Tensor, nn
@@ -34,6 +34,7 @@ class PruneResult:
     speedup: float | None = None  # structured: dense conv/linear MACs / MACs left
     channels_total: int | None = None  # structured: prunable channels
     channels_kept: int | None = None
+    graph: Any = field(default=None, repr=False, compare=False)  # structured: the channel groups
 
     def __str__(self) -> str:
         if self.structured:
@@ -210,4 +211,4 @@ def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: l
         strategy=strat.name, compression=float(amount),
         compression_achieved=cost.compression, total=cost.params_total, nonzero=cost.params_left,
         kept=kept, sizes=sizes, target=target, structured=True, speedup=cost.speedup,
-        channels_total=cost.channels_total, channels_kept=cost.channels_left)
+        channels_total=cost.channels_total, channels_kept=cost.channels_left, graph=graph)

@@ -41,6 +41,11 @@ def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
         out["strategy"] = shown
     elif out["strategy"] is not None:
         out["strategy"] = display_name(out["strategy"])
+    target = get_dotted(config, "pruning.target")
+    if isinstance(target, str) and target != "compression" and out["strategy"] is not None:
+        # a channel strategy aimed at a speedup or a channel ratio is another curve: its
+        # `compression` value is that target, not a parameter ratio
+        out["strategy"] = f"{out['strategy']} ({target})"
     return out
 
 

@@ -318,16 +318,16 @@ def structured_mask(model: nn.Module, graph: DependencyGraph, removed: list[int]
     """Zero the removed classes everywhere they live, with masks (attached or narrowed)."""
     from ..masks import apply_masks, attach_mask
 
-    per_param: dict[str, list[tuple[int, Tensor]]] = {}
+    per_param: dict[str, dict[int, list[Tensor]]] = {}
     for cls in removed:
         for param, dim, index in graph.classes[cls]:
-            per_param.setdefault(param, []).append((dim, index))
+            per_param.setdefault(param, {}).setdefault(dim, []).append(index)
     for param, cuts in per_param.items():
         owner, local = _resolve(model, param)
         tensor = owner._parameters[local]
         old = get_mask(owner, local)
         mask = torch.ones_like(tensor, dtype=torch.bool) if old is None else old.to(torch.bool).clone()
-        for dim, index in cuts:
-            mask.index_fill_(dim, index.to(mask.device), False)
+        for dim, parts in cuts.items():
+            mask.index_fill_(dim, torch.cat(parts).to(mask.device), False)
         attach_mask(owner, local, mask, check=False)
     apply_masks(model)

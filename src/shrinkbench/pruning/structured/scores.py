@@ -27,10 +27,16 @@ def _per_class(graph: DependencyGraph, group: Group, rows: dict[str, Tensor],
                params: set[str] | None = None) -> Tensor:
     """Sum of `rows[param][index]` over the dim-0 places of each class of the group."""
     out = torch.zeros(group.size, dtype=torch.float64)
+    positions: dict[str, list[tuple[int, Tensor]]] = {}
     for i, cls in enumerate(group.classes):
         for param, dim, index in graph.classes[cls]:
             if dim == 0 and param in rows and (params is None or param in params):
-                out[i] += rows[param].index_select(0, index.to(rows[param].device)).sum().double().cpu()
+                positions.setdefault(param, []).append((i, index))
+    for param, found in positions.items():
+        index = torch.cat([idx for _, idx in found])
+        owner = torch.cat([torch.full((len(idx),), i, dtype=torch.int64) for i, idx in found])
+        values = rows[param].detach().double().cpu().index_select(0, index)
+        out.index_add_(0, owner, values)
     return out
 
 

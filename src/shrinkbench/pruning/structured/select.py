@@ -3,7 +3,9 @@
 Targets: `compression` (all parameters / parameters left), `speedup` (dense MACs of the convolution
 and linear layers / MACs left) or `channels` (prunable channels / channels left). The smallest removal
 that reaches the target is chosen (channels come whole, so the result reaches at least the target,
-overshooting by less than one channel's cost). Every group keeps at least one channel.
+overshooting by less than one channel's cost; a layerwise channel target removes the ceiling of the
+fraction from each group). Every group keeps at least one channel, which can leave a target out of
+reach: then it is refused.
 """
 
 from __future__ import annotations
@@ -56,18 +58,18 @@ class CostModel:
         self.order = {c: i for i, c in enumerate(sorted(graph.classes))}
         n = len(self.order)
         self.params_total = sum(p.numel() for p in model.parameters())  # shared ones once
-        self.places: dict[str, list[tuple[int, int, Tensor]]] = {}
+        parts: dict[tuple[str, int], list[tuple[Tensor, int]]] = {}
         for cls, places in graph.classes.items():
             for param, dim, index in places:
-                self.places.setdefault(param, [])
+                parts.setdefault((param, dim), []).append((index, self.order[cls]))
+        # (parameter, dim) -> the class order of each index along it (n: no class, never removed)
         self.index_of: dict[tuple[str, int], Tensor] = {}
-        for param, shape in graph.param_shapes.items():
-            for dim in range(len(shape)):
-                self.index_of[(param, dim)] = torch.full((shape[dim],), n, dtype=torch.int64)
-        for cls, places in graph.classes.items():
-            for param, dim, index in places:
-                self.index_of[(param, dim)][index] = self.order[cls]
-        self.index_of = {k: v for k, v in self.index_of.items() if bool((v < n).any())}
+        for (param, dim), found in parts.items():
+            column = torch.full((graph.param_shapes[param][dim],), n, dtype=torch.int64)
+            index = torch.cat([i for i, _ in found])
+            lengths = torch.tensor([i.numel() for i, _ in found])
+            column[index] = torch.tensor([c for _, c in found]).repeat_interleave(lengths)
+            self.index_of[(param, dim)] = column
         self.macs: list[tuple[int, list[tuple[str, int]], int]] = []
         for name, call in graph.modules.items():
             if call.macs:
@@ -152,24 +154,30 @@ def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], 
             return order[:k]
 
         steps = len(order)
-        channel_k = math.floor(len(prunable) * (1 - 1 / float(amount)) + 1e-9)
+        channel_k = math.ceil(len(prunable) * (1 - 1 / float(amount)) - 1e-9)
     elif allocation == "layerwise":
         steps = 10_000
 
-        def removal(k: int) -> list[int]:
-            f = k / steps
+        def by_fraction(f: float) -> list[int]:
             out = []
             for g in groups:
-                out.extend(ranked[g.index][:min(g.size - 1, math.floor(g.size * f + 1e-9))])
+                out.extend(ranked[g.index][:min(g.size - 1, math.ceil(g.size * f - 1e-9))])
             return out
 
-        channel_k = round(steps * (1 - 1 / float(amount)))
+        def removal(k: int) -> list[int]:
+            return by_fraction(k / steps) if k >= 0 else by_fraction(1 - 1 / float(amount))
+
+        channel_k = -1  # the exact fraction
     else:
         raise PruningError(f"structured allocation {allocation!r} is unknown; choose global or layerwise")
     if target == "channels":
-        k = min(channel_k, steps)
-        removed = removal(k)
+        removed = removal(min(channel_k, steps))
         cost = costs.cost(removed)
+        if cost.channel_ratio < float(amount) * (1 - 1e-12):
+            raise CompressionError(
+                f"channels {float(amount):g} cannot be reached by removing channels: at most "
+                f"{costs.cost(removal(steps)).channel_ratio:.4g} (one channel left in every prunable "
+                "group; pinned channels stay)")
         return removed, cost
     k = _smallest(steps, lambda k: costs.cost(removal(k)).value(target) >= float(amount) * (1 - 1e-12))
     if k > steps:
