@@ -47,3 +47,22 @@ def test_lenet300_on_mnist(tmp_path):
     assert len(frame) == 3 and set(frame["strategy"]) == {"GlobalMagWeight", "RandomPruning"}
     dense = load(tmp_path, kind="dense")
     assert list(dense["run_id"]) == [dense_id(config_from_dict(lenet("RandomPruning", 32, 0)))]
+
+
+def test_lenet5_channel_pruning_on_mnist(tmp_path):
+    """LeNet-5 pruned to half its MACs by channel L1 norm, its channels removed, the slim model
+    fine-tuned (a reduced budget: 1 dense epoch, 1 fine-tuning epoch)."""
+    cfg = {
+        "data": {"name": "mnist", "data_dir": MNIST, "val_size": 5000},
+        "model": {"name": "lenet5"},
+        "dense": {"recipe": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "epochs": 1, "batch_size": 64}},
+        "pruning": {"strategy": "LayerChannelL1", "compression": 2, "target": "speedup"},
+        "finetune": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "epochs": 1, "batch_size": 64},
+        "device": "cpu",
+    }
+    m = run_experiment(config_from_dict(cfg), tmp_path, progress=False)
+    assert m["dense_test_acc1"] >= 0.97
+    assert 2.0 <= m["speedup"] < 2.2 and m["structured"] == 1.0
+    assert m["params_nonzero"] < m["params_total"] / 2
+    assert m["post_test_acc1"] >= 0.97
+    assert m["latency_ms"] > 0 and m["latency_dense_ms"] > 0

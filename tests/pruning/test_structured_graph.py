@@ -270,3 +270,67 @@ def test_a_module_called_twice_shares_its_channels():
     _zero(model, x, lambda g: g.groups[0].classes[:2])
     slim = remove_channels(model, x)
     assert slim.b.weight.shape == (4, 4) and slim.a.out_features == 4
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: self-attention and an MLP, each around a residual."""
+
+    def __init__(self, d=16, heads=4, batch_first=True, use_weights=False):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=batch_first)
+        self.fc1, self.fc2 = nn.Linear(d, 32), nn.Linear(32, d)
+        self.use_weights = use_weights
+
+    def forward(self, x):
+        y = self.ln1(x)
+        out, weights = self.attn(y, y, y, need_weights=self.use_weights)
+        x = x + out
+        if self.use_weights:
+            x = x + weights.mean() * 0
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.blocks = nn.Sequential(Block(**kw), Block(**kw))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.embed(x)).mean(1 if self.blocks[0].attn.batch_first else 0))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_heads_are_pruned_whole_and_the_model_dimension_stays(batch_first, tmp_path):
+    from shrinkbench.metrics import count_macs, count_parameters
+    from shrinkbench.pruning import prune
+    from shrinkbench.pruning.structured import load_slim, save_slim
+
+    torch.manual_seed(0)
+    model = Encoder(batch_first=batch_first).eval()
+    x = torch.randn(2, 7, 6) if batch_first else torch.randn(7, 2, 6)
+    one = x[:1] if batch_first else x[:, :1]
+    graph, groups = _groups_by_producers(model, one)
+    heads = groups[("blocks.0.attn",)]
+    assert heads.size == 4  # one class per head: its q, k, v rows and its out_proj columns
+    places = {(p, d): i.tolist() for p, d, i in graph.classes[heads.classes[1]]}
+    assert places[("blocks.0.attn.in_proj_weight", 0)] == [*range(4, 8), *range(20, 24), *range(36, 40)]
+    assert places[("blocks.0.attn.out_proj.weight", 1)] == list(range(4, 8))
+    assert not any(p.endswith("ln1.weight") for g in graph.groups for p, _ in g.keys)  # LayerNorm pins
+    dense = count_macs(model, one).dense
+    result = prune(model, "global_channel_l2", 2, inputs=x, target="speedup")
+    slim = remove_channels(model, one)
+    assert result.speedup == pytest.approx(dense / count_macs(slim, one).dense)  # attention counted
+    assert count_parameters(slim).total == result.nonzero
+    path = tmp_path / "slim.pt"
+    save_slim(slim, path)
+    loaded = load_slim(path, Encoder(batch_first=batch_first)).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_attention_whose_weights_are_used_keeps_its_heads():
+    graph, groups = _groups_by_producers(Encoder(use_weights=True).eval(), torch.randn(1, 7, 6))
+    assert ("blocks.0.attn",) not in groups and ("blocks.0.fc1",) in groups

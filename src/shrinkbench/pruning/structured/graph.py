@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.utils.flop_counter import FlopCounterMode
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
@@ -53,6 +54,7 @@ class Group:
     keys: tuple[tuple[str, int], ...]  # (parameter, dim) the group's channels index
     producers: tuple[str, ...]  # modules whose output channels these are
     has_norm: bool
+    producer_params: tuple[str, ...] = ()  # their weights (filters, attention projections)
 
     @property
     def size(self) -> int:
@@ -66,7 +68,9 @@ class ModuleCall:
     name: str
     module: nn.Module
     dims: dict[str, dict[int, Tensor]] = field(default_factory=dict)  # param -> dim -> class ids
-    macs: int = 0  # multiply-accumulates of its calls for one example
+    macs: int = 0  # multiply-accumulates of its calls on the example input
+    # (MACs, parameter, dims): MACs that scale with the kept fraction of those dims of the parameter
+    mac_parts: list[tuple[int, str, tuple[int, ...]]] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class DependencyGraph:
     pinned: dict[str, str]  # a few pinned places -> why (for messages)
     param_shapes: dict[str, tuple[int, ...]]
     dense_macs: int
+    fixed_macs: int = 0  # of ops whose cost removal does not change (counted by FlopCounterMode)
 
     def group_of(self) -> dict[int, Group]:
         """Class -> its group."""
@@ -132,6 +137,9 @@ _KEEP_MODULES = (
     nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
 )
+# Modules whose output mixes channels (a zero channel does not stay zero): what enters is pinned.
+_NORMALIZING = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+                nn.LocalResponseNorm, nn.RMSNorm, nn.Softmax, nn.Softmin, nn.LogSoftmax)
 _KEEP_FUNCTIONS = {
     F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
     F.hardtanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.max_pool1d, F.max_pool2d,
@@ -202,6 +210,7 @@ class _Propagate(fx.Interpreter):
         self.calls: dict[str, ModuleCall] = {}
         self.pinned: dict[str, str] = {}
         self.attrs: set[str] = set()
+        self.fixed_macs: dict[fx.Node, int] = {}  # MACs of nodes whose cost does not shrink
 
     # -- helpers -------------------------------------------------------------------------------
     def _pin(self, chan: Any, where: str, why: str) -> None:
@@ -217,6 +226,12 @@ class _Propagate(fx.Interpreter):
         if isinstance(value, (tuple, list)):
             return type(value)(self._fresh(v) for v in value)
         return None
+
+    def _pinned_on(self, value: Any, dim: int | None, where: str, why: str) -> Any:
+        """Fresh pinned ids for `value`, on channel dimension `dim` (default: 1)."""
+        chan = self._fresh(value, dim)
+        self._pin(chan, where, why)
+        return chan
 
     def _pinned_fresh(self, value: Any, where: str, why: str) -> Any:
         chan = self._fresh(value)
@@ -235,7 +250,14 @@ class _Propagate(fx.Interpreter):
 
     # -- the pass ------------------------------------------------------------------------------
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        own = n.op == "call_module" and isinstance(self.model.get_submodule(str(n.target)),
+                                                    (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        if own or n.op not in ("call_module", "call_function", "call_method"):
+            out = super().run_node(n)
+        else:  # MACs this pass does not model stay as they are: counted once, as a constant
+            with FlopCounterMode(display=False) as counter:
+                out = super().run_node(n)
+            self.fixed_macs[n] = counter.get_total_flops() // 2
         self.chans[n] = self._rule(n, out)
         return out
 
@@ -474,6 +496,8 @@ class _Propagate(fx.Interpreter):
             return self._conv(name, m, x, chan, out)
         if isinstance(m, nn.Linear):
             return self._linear(name, m, x, chan, out)
+        if isinstance(m, nn.MultiheadAttention):
+            return self._attention(n, name, m, out)
         if isinstance(m, _BatchNorm):
             if not isinstance(chan, Chan) or chan.dim != 1:
                 self._pin(chan, name, "enters a batch norm off its channel dimension")
@@ -485,6 +509,10 @@ class _Propagate(fx.Interpreter):
                 if getattr(m, p, None) is not None:
                     self._bind(call, p, 0, chan.ids)
             return chan
+        if isinstance(m, _NORMALIZING):
+            why = f"is normalized across channels by {name} ({type(m).__name__})"
+            self._pin(chan, name, why)
+            return self._pinned_on(out, chan.dim if isinstance(chan, Chan) else None, name, why)
         if isinstance(m, _KEEP_MODULES):
             if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == x.dim():
                 return chan
@@ -514,10 +542,12 @@ class _Propagate(fx.Interpreter):
 
     def _conv(self, name: str, m: _ConvNd, x: Tensor, chan: Any, out: Tensor) -> Any:
         call = self._call(name, m)
-        call.macs += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        macs = out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        call.macs += macs
         if not isinstance(chan, Chan) or chan.dim != 1:
             chan = self._pinned_fresh(x, name, f"input of {name}")
         depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
+        call.mac_parts.append((macs, "weight", (0,) if depthwise else (0, 1)))
         if depthwise:
             self._bind(call, "weight", 0, chan.ids)
             if m.bias is not None:
@@ -537,8 +567,9 @@ class _Propagate(fx.Interpreter):
 
     def _linear(self, name: str, m: nn.Linear, x: Tensor, chan: Any, out: Tensor) -> Any:
         call = self._call(name, m)
-        call.macs += (out.numel() // max(out.shape[0], 1)) * m.in_features if out.dim() > 1 else \
-            out.numel() * m.in_features
+        macs = out.numel() * m.in_features
+        call.macs += macs
+        call.mac_parts.append((macs, "weight", (0, 1)))
         if not isinstance(chan, Chan) or chan.dim != x.dim() - 1:
             self._pin(chan, name, f"enters {name} off its feature dimension")
             chan = Chan(x.dim() - 1, self.uf.fresh(x.shape[-1]))
@@ -550,6 +581,57 @@ class _Propagate(fx.Interpreter):
         if m.bias is not None:
             self._bind(call, "bias", 0, ids)
         return Chan(out.dim() - 1, call.dims["weight"][0])
+
+    def _attention(self, n: fx.Node, name: str, m: nn.MultiheadAttention, out: Any) -> Any:
+        """Self-attention: the model dimension passes in and out; each head is one class spanning
+        its query, key and value rows of in_proj and its columns of out_proj."""
+        inputs = [n.args[i] if len(n.args) > i else n.kwargs.get(k)
+                  for i, k in enumerate(("query", "key", "value"))]
+        x = self._value(inputs[0])
+        chan = self._chan(inputs[0])
+        weights_used = any(u.op != "call_function" or u.target is not operator.getitem or
+                           (u.args[1] != 0 and len(u.users) > 0) for u in n.users)
+        plain = (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and
+                 inputs[0] is inputs[1] is inputs[2] and isinstance(x, Tensor) and x.dim() == 3)
+        if not plain or weights_used or not isinstance(chan, Chan) or chan.dim != 2:
+            why = ("its attention weights are used" if weights_used else
+                   f"{name} is not plain self-attention on (batch, tokens, features)")
+            for a in n.all_input_nodes:
+                self._pin(self._chan(a), name, why)
+            return self._pinned_fresh(out, name, why)
+        call = self._call(name, m)
+        self.fixed_macs.pop(n, None)  # counted below, in parts that shrink with the heads
+        e, h = m.embed_dim, m.num_heads
+        d = e // h
+        batch, tokens = (x.shape[0], x.shape[1]) if m.batch_first else (x.shape[1], x.shape[0])
+        proj, mix = batch * tokens * 3 * e * e, batch * tokens * e * e
+        attend = 2 * batch * tokens * tokens * e  # QK^T and AV: no weight, but they shrink with heads
+        call.macs += proj + mix + attend
+        call.mac_parts += [(proj, "in_proj_weight", (0, 1)), (mix, "out_proj.weight", (0, 1)),
+                           (attend, "in_proj_weight", (0,))]
+        known = call.dims.get("out_proj.weight", {}).get(1)
+        heads = self.uf.fresh(h) if known is None else None
+        rows = heads.repeat_interleave(d).repeat(3) if heads is not None else \
+            call.dims["in_proj_weight"][0]
+        cols = heads.repeat_interleave(d) if heads is not None else known
+        self._bind(call, "in_proj_weight", 0, rows)
+        self._bind(call, "in_proj_weight", 1, chan.ids)
+        if m.in_proj_bias is not None:
+            self._bind(call, "in_proj_bias", 0, rows)
+        self._bind(call, "out_proj.weight", 1, cols)
+        outs = call.dims.get("out_proj.weight", {}).get(0)
+        outs = outs if outs is not None else self.uf.fresh(e)
+        self._bind(call, "out_proj.weight", 0, outs)
+        if m.out_proj.bias is not None:
+            self._bind(call, "out_proj.bias", 0, outs)
+        out_chan = Chan(2, call.dims["out_proj.weight"][0])
+        return (out_chan, self._pinned_fresh(out[1], name, "attention weights")
+                if isinstance(out, tuple) and isinstance(out[1], Tensor) else None)
+
+
+def _tensor(module: nn.Module, name: str) -> Tensor:
+    """A module's parameter by local (possibly dotted) name."""
+    return module.get_parameter(name)
 
 
 def _chans_in(chan: Any) -> Iterable[Chan]:
@@ -592,7 +674,7 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
     by_tensor: dict[int, list[tuple[ModuleCall, str]]] = {}
     for call in prop.calls.values():
         for pname in call.dims:
-            by_tensor.setdefault(id(getattr(call.module, pname)), []).append((call, pname))
+            by_tensor.setdefault(id(_tensor(call.module, pname)), []).append((call, pname))
     for users in by_tensor.values():
         first, fname = users[0]
         for call, pname in users[1:]:
@@ -615,7 +697,7 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
     param_shapes: dict[str, tuple[int, ...]] = {}
     for call in prop.calls.values():
         for pname, dims in call.dims.items():
-            tensor = getattr(call.module, pname)
+            tensor = _tensor(call.module, pname)
             qual = f"{call.name}.{pname}" if call.name else pname
             if id(tensor) in seen_params:
                 continue
@@ -636,10 +718,13 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
     groups = []
     norm_params = {f"{c.name}.{p}" for c in prop.calls.values() if isinstance(c.module, _BatchNorm)
                    for p in c.dims}
+    weights = {f"{c.name}.{p}" if c.name else p for c in prop.calls.values()
+               for p in c.dims if p in ("weight", "in_proj_weight")}
     for key, members in by_keys.items():
-        producers = tuple(sorted({p.rpartition(".")[0] for p, d in key if d == 0
-                                  and p.endswith(".weight") and p not in norm_params}))
+        made_by = tuple(sorted({p for p, d in key if d == 0 and p in weights and p not in norm_params}))
+        producers = tuple(sorted({p.rpartition(".")[0] for p in made_by}))
         has_norm = any(p in norm_params for p, _ in key)
-        groups.append(Group(len(groups), sorted(members), key, producers, has_norm))
-    dense = sum(c.macs for c in prop.calls.values())
-    return DependencyGraph(classes, groups, prop.calls, prop.pinned, param_shapes, dense)
+        groups.append(Group(len(groups), sorted(members), key, producers, has_norm, made_by))
+    fixed = sum(prop.fixed_macs.values())
+    dense = sum(c.macs for c in prop.calls.values()) + fixed
+    return DependencyGraph(classes, groups, prop.calls, prop.pinned, param_shapes, dense, fixed)

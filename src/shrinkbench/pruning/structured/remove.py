@@ -23,6 +23,7 @@ from torch.nn.modules.conv import _ConvNd
 from ...common import MASK_SUFFIX
 from ...errors import CheckpointError, PruningError
 from ..masks import _resolve, get_mask
+from .attention import PrunedMultiheadAttention
 from .graph import DependencyGraph, dependency_graph
 
 SLIM_FORMAT = "shrinkbench-slim/1"
@@ -134,6 +135,33 @@ def _rebuild(module: nn.Module, name: str, kept: dict[tuple[str, int], Tensor],
     raise PruningError(f"structured removal cannot rebuild {name!r} ({type(module).__name__})")
 
 
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _rebuild_attention(slim: nn.Module, name: str, mha: nn.MultiheadAttention,
+                       kept: dict[tuple[str, int], Tensor]) -> dict[str, Any]:
+    """Replace an attention module that lost heads by one with fewer heads, same names."""
+    rows = kept.get((f"{name}.in_proj_weight", 0))
+    if rows is None:
+        raise PruningError(f"structured removal: attention module {name!r} lost channels other "
+                           "than whole heads")
+    heads = rows.numel() // (3 * mha.head_dim)
+    new = PrunedMultiheadAttention.like(mha, heads)
+    cols = kept.get((f"{name}.out_proj.weight", 1), torch.arange(mha.embed_dim))
+    with torch.no_grad():
+        new.in_proj_weight.copy_(mha.in_proj_weight.index_select(0, rows))
+        if new.in_proj_bias is not None:
+            new.in_proj_bias.copy_(mha.in_proj_bias.index_select(0, rows))
+        new.out_proj.weight.copy_(mha.out_proj.weight.index_select(1, cols))
+        if new.out_proj.bias is not None:
+            new.out_proj.bias.copy_(mha.out_proj.bias)
+    new.train(mha.training)
+    _set_module(slim, name, new)
+    return {"type": "MultiheadAttention", "num_heads": heads}
+
+
 def _outputs(value: Any) -> list[Tensor]:
     if isinstance(value, Tensor):
         return [value]
@@ -182,8 +210,14 @@ def remove_channels(model: nn.Module, example_input: Any, *, graph: DependencyGr
     touched = sorted({p.rpartition(".")[0] for p, _ in kept})
     done: dict[int, nn.Parameter] = {}
     sizes = {}
-    for name in touched:
+    for name in list(touched):
         module = slim.get_submodule(name) if name else slim
+        if isinstance(module, nn.MultiheadAttention) and not isinstance(module, PrunedMultiheadAttention):
+            sizes[name] = _rebuild_attention(slim, name, module, kept)
+            continue
+        if name.endswith(".out_proj") and isinstance(slim.get_submodule(name.rpartition(".")[0]),
+                                                     (nn.MultiheadAttention, PrunedMultiheadAttention)):
+            continue  # rebuilt with its attention module
         sizes[name] = {"type": type(module).__name__, **_rebuild(module, name, kept, done)}
     for name, module in slim.named_modules():  # masks of untouched modules that are all ones
         for key in [k for k in module._buffers if k.endswith(MASK_SUFFIX)]:
@@ -213,6 +247,14 @@ def apply_architecture(model: nn.Module, arch: Mapping[str, Any],
         except AttributeError:
             raise CheckpointError(f"slim architecture names module {name!r}, which the model "
                                   "does not have") from None
+        if isinstance(module, nn.MultiheadAttention) and isinstance(spec, Mapping) and \
+                spec.get("type") == "MultiheadAttention":
+            heads = spec.get("num_heads")
+            if not isinstance(heads, int) or isinstance(heads, bool) or not 1 <= heads <= module.num_heads:
+                raise CheckpointError(f"slim architecture: {name}.num_heads must be an integer in "
+                                      f"1..{module.num_heads}, got {heads!r}")
+            _set_module(model, str(name), PrunedMultiheadAttention.like(module, heads))
+            continue
         if not isinstance(spec, Mapping) or spec.get("type") != type(module).__name__:
             raise CheckpointError(f"slim architecture: module {name!r} is a "
                                   f"{type(module).__name__}, the file describes {spec!r}")

@@ -41,8 +41,8 @@ def _per_class(graph: DependencyGraph, group: Group, rows: dict[str, Tensor],
 
 
 def _weights_of(group: Group) -> set[str]:
-    """The producing modules' weights of a group (the filters that make its channels)."""
-    return {f"{p}.weight" for p in group.producers}
+    """The producing weights of a group (the filters, or attention projections, that make it)."""
+    return set(group.producer_params)
 
 
 def _normalized(scores: dict[int, Tensor], normalize: bool) -> dict[int, Tensor]:
@@ -107,7 +107,8 @@ def channel_taylor_score(graph: DependencyGraph, ctx: ScoreContext, normalize: b
     of the score batches and over coupled producers."""
     batches = ctx.require_batches(targets=True)
     loss_fn = ctx.loss_fn or nn.CrossEntropyLoss()
-    modules = sorted({p for g in graph.groups for p in g.producers})
+    modules = sorted({p for g in graph.groups for p in g.producers
+                      if isinstance(ctx.model.get_submodule(p), (nn.Linear, nn.modules.conv._ConvNd))})
     totals = {m: None for m in modules}
     outputs: dict[str, Tensor] = {}
 
@@ -142,7 +143,9 @@ def channel_taylor_score(graph: DependencyGraph, ctx: ScoreContext, normalize: b
         for h in handles:
             h.remove()
     rows = {f"{m}.weight": t for m, t in totals.items() if t is not None}
-    scores = {g.index: _per_class(graph, g, rows, _weights_of(g)) for g in graph.groups}
+    # groups made only by other layers (attention heads) have no activation here: not pruned
+    scores = {g.index: _per_class(graph, g, rows, _weights_of(g)) for g in graph.groups
+              if _weights_of(g) & set(rows)}
     return _normalized(scores, normalize)
 
 

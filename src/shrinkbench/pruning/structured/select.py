@@ -70,14 +70,13 @@ class CostModel:
             lengths = torch.tensor([i.numel() for i, _ in found])
             column[index] = torch.tensor([c for _, c in found]).repeat_interleave(lengths)
             self.index_of[(param, dim)] = column
-        self.macs: list[tuple[int, list[tuple[str, int]], int]] = []
+        self.macs: list[tuple[int, list[tuple[str, int]]]] = []
         for name, call in graph.modules.items():
-            if call.macs:
-                qual = f"{name}.weight" if name else "weight"
-                dims = [(qual, d) for d in range(len(graph.param_shapes.get(qual, ())))
-                        if (qual, d) in self.index_of]
-                self.macs.append((call.macs, dims, math.prod(graph.param_shapes.get(qual, (1,)))))
-        self.macs_dense = sum(m for m, _, _ in self.macs)
+            for macs, local, scaled in call.mac_parts:
+                qual = f"{name}.{local}" if name else local
+                self.macs.append((macs, [(qual, d) for d in scaled if (qual, d) in self.index_of]))
+        self.macs.append((graph.fixed_macs, []))  # ops whose cost does not shrink
+        self.macs_dense = sum(m for m, _ in self.macs)
         self.prunable = prunable
         self.n = n
 
@@ -95,7 +94,7 @@ class CostModel:
                 kept *= left_along.get((param, d), size)
             removed_params += math.prod(shape) - kept
         macs_left = 0
-        for macs, dims, _ in self.macs:
+        for macs, dims in self.macs:
             frac = 1.0
             for key in dims:
                 frac *= left_along[key] / self.index_of[key].numel()
