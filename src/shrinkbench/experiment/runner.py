@@ -21,7 +21,7 @@ from ..pruning.masks import load_state_dict
 from ..pruning.structured import apply_architecture, architecture, remove_channels, slim_payload
 from ..results.files import run_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
-from .components import build_model, example_input, load_data, preflight
+from .components import build_model, load_data, preflight
 from .config import Config, config_to_dict
 from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epochs, read_metrics,
                     split_metrics, summarize)
@@ -127,9 +127,15 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
         metrics["structured"] = 1.0 if result is not None and result.structured else 0.0
         if result is not None and result.structured:
             tick = time.perf_counter()
-            model = remove_channels(model, example_input(bundle.info, device), graph=result.graph)
+            model = remove_channels(model, result.example, graph=result.graph)  # real examples
             metrics["time_prune_s"] += time.perf_counter() - tick
             metrics.update(structured_metrics(cfg, result))
+            # counted on the slim model itself: a masked model's attention products stay dense
+            slim, _ = summarize(model, bundle.info, device)
+            metrics.update(params_nonzero=slim["params_nonzero"], macs_sparse=slim["macs_sparse"],
+                           size_sparse_bytes=slim["size_sparse_bytes"],
+                           compression_ratio=stats["params_total"] / max(slim["params_nonzero"], 1),
+                           speedup=stats["macs_dense"] / max(slim["macs_sparse"], 1))
     before = float(state.get("elapsed", 0.0))
     tuned_before = float(state.get("time_finetune_s", 0.0))
     tuning = time.perf_counter()

@@ -35,11 +35,13 @@ class PruneResult:
     channels_total: int | None = None  # structured: prunable channels
     channels_kept: int | None = None
     graph: Any = field(default=None, repr=False, compare=False)  # structured: the channel groups
+    example: Any = field(default=None, repr=False, compare=False)  # structured: the traced input
 
     def __str__(self) -> str:
         if self.structured:
+            speedup = "not counted" if self.speedup is None else f"{self.speedup:.4g}"
             return (f"{self.strategy}: {self.target} {self.compression:g} requested; compression "
-                    f"{self.compression_achieved:.4g}, speedup {self.speedup:.4g}, "
+                    f"{self.compression_achieved:.4g}, speedup {speedup}, "
                     f"{self.channels_kept}/{self.channels_total} channels kept")
         return (
             f"{self.strategy}: compression {self.compression_achieved:.4g} "
@@ -114,6 +116,7 @@ def prune(
     ignore: Iterable[str] = (),
     options: Mapping[str, Any] | None = None,
     target: str = "compression",
+    example_input: Any = None,
 ) -> PruneResult:
     """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params).
 
@@ -121,7 +124,9 @@ def prune(
     A structured (channel) strategy zeroes whole channels with masks (`structured.remove_channels`
     then builds the smaller model); its `target` is `compression`, `speedup` (MAC reduction) or
     `channels` (prunable channels / channels kept), reached to within one channel, and it needs
-    `inputs=` or `batches=` to trace the model.
+    `inputs=` or `batches=` to trace the model: it runs the model on the first two rows of the
+    first batch, or on `example_input` when given (for inputs whose first dimension is not the
+    batch, e.g. sequence-first attention).
     """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
     options = dict(options or {})
@@ -132,7 +137,7 @@ def prune(
                            f"{', '.join(valid) or 'none'}")
     if strat.structured:
         return _prune_structured(model, strat, compression, _collect_batches(inputs, targets, batches),
-                                 loss_fn, seed, ignore, options, target)
+                                 loss_fn, seed, ignore, options, target, example_input)
     if target != "compression":
         raise PruningError(f"target {target!r} needs a structured (channel) strategy; "
                            f"{strat.name!r} prunes single weights to a compression")
@@ -194,7 +199,7 @@ def prune(
 
 def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: list[Batch],
                       loss_fn: Any, seed: int, ignore: Any, options: dict[str, Any],
-                      target: str) -> PruneResult:
+                      target: str, example_input: Any = None) -> PruneResult:
     from .structured import example_of, prune_channels
 
     if not batches:
@@ -203,12 +208,15 @@ def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: l
     ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
     ctx = ScoreContext(model=model, strategy=strat.name, batches=batches, loss_fn=loss_fn, seed=seed)
     keep_count(1, 0, amount)  # the same one-line refusal of non-numbers, NaN, < 1
+    example = example_of(batches[0][0]) if example_input is None else example_input
     _, cost, graph = prune_channels(model, strat.score, strat.allocation, target, float(amount),
-                                    example_of(batches[0][0]), ctx, options, ignore)
+                                    example, ctx, options, ignore)
     kept = {name: int(mask.count_nonzero()) for name, _, _, mask in masked_parameters(model)}
     sizes = {name: mask.numel() for name, _, _, mask in masked_parameters(model)}
     return PruneResult(
         strategy=strat.name, compression=float(amount),
         compression_achieved=cost.compression, total=cost.params_total, nonzero=cost.params_left,
-        kept=kept, sizes=sizes, target=target, structured=True, speedup=cost.speedup,
-        channels_total=cost.channels_total, channels_kept=cost.channels_left, graph=graph)
+        kept=kept, sizes=sizes, target=target, structured=True,
+        speedup=None if graph.uncounted else cost.speedup,  # not guessed when an op is uncounted
+        channels_total=cost.channels_total, channels_kept=cost.channels_left, graph=graph,
+        example=example)

@@ -129,8 +129,9 @@ def log2_axis(ax: Axes, values: Iterable[float], pad: float = 0.12, which: str =
         lo, hi = middle - 0.25, middle + 0.25
     # 32.01 is "32x": a power of two within 1% of the data counts as reached
     ticks = [2.0**k for k in range(int(np.ceil(lo - 0.015)), int(np.floor(hi + 0.015)) + 1)]
-    if len(ticks) < 2:
-        ticks = sorted({float(f"{2**lo:.2g}"), float(f"{2**hi:.2g}"), *ticks})
+    if len(ticks) < 2:  # label the data's ends too, unless a power of two is next to them
+        ends = [float(f"{2**v:.2g}") for v in (lo, hi)]
+        ticks = sorted({*ticks, *(e for e in ends if all(abs(np.log2(e / t)) > 0.2 for t in ticks))})
     set_ticks(ticks)
     set_lim(2 ** (min(lo, np.log2(ticks[0])) - pad), 2 ** (max(hi, np.log2(ticks[-1])) + pad))
 

@@ -21,11 +21,13 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from ...errors import PruningError
+from ..prunable import _check_patterns, _ignored
 
 
 @dataclass
@@ -84,6 +86,7 @@ class DependencyGraph:
     param_shapes: dict[str, tuple[int, ...]]
     dense_macs: int
     fixed_macs: int = 0  # of ops whose cost removal does not change (counted by FlopCounterMode)
+    uncounted: tuple[str, ...] = ()  # nodes that may carry MACs that nothing here counts
 
     def group_of(self) -> dict[int, Group]:
         """Class -> its group."""
@@ -211,6 +214,7 @@ class _Propagate(fx.Interpreter):
         self.pinned: dict[str, str] = {}
         self.attrs: set[str] = set()
         self.fixed_macs: dict[fx.Node, int] = {}  # MACs of nodes whose cost does not shrink
+        self.uncounted: list[str] = []  # nodes that may multiply-accumulate, with no rule here
 
     # -- helpers -------------------------------------------------------------------------------
     def _pin(self, chan: Any, where: str, why: str) -> None:
@@ -225,6 +229,8 @@ class _Propagate(fx.Interpreter):
             return Chan(d, self.uf.fresh(value.shape[d]))
         if isinstance(value, (tuple, list)):
             return type(value)(self._fresh(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._fresh(v) for k, v in value.items()}
         return None
 
     def _pinned_on(self, value: Any, dim: int | None, where: str, why: str) -> Any:
@@ -243,6 +249,8 @@ class _Propagate(fx.Interpreter):
             return self.chans.get(arg)
         if isinstance(arg, (tuple, list)):
             return type(arg)(self._chan(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: self._chan(a) for k, a in arg.items()}
         return None
 
     def _value(self, arg: Any) -> Any:
@@ -258,6 +266,8 @@ class _Propagate(fx.Interpreter):
             with FlopCounterMode(display=False) as counter:
                 out = super().run_node(n)
             self.fixed_macs[n] = counter.get_total_flops() // 2
+            if not self.fixed_macs[n] and _may_multiply(n, self.model):
+                self.uncounted.append(n.name)
         self.chans[n] = self._rule(n, out)
         return out
 
@@ -298,8 +308,7 @@ class _Propagate(fx.Interpreter):
             return self._pad(n, out, where)
         if target is getattr and isinstance(out, (int, torch.Size, tuple)):
             return None
-        if not isinstance(out, Tensor) and not (isinstance(out, (tuple, list)) and any(
-                isinstance(o, Tensor) for o in out)):
+        if not _holds_tensor(out):
             return None  # sizes, dtypes, shapes: no channels
         for arg in ins:
             self._pin(self._chan(arg), f"{_name_of(target)} ({n.name})",
@@ -308,8 +317,9 @@ class _Propagate(fx.Interpreter):
 
     def _same(self, n: fx.Node, out: Any) -> Any:
         chan = self._chan(n.args[0]) if n.args else None
-        if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == self._value(
-                n.args[0]).dim():
+        src = self._value(n.args[0]) if n.args else None
+        if isinstance(chan, Chan) and isinstance(out, Tensor) and isinstance(src, Tensor) and \
+                out.dim() == src.dim() and out.shape[chan.dim] == src.shape[chan.dim]:
             return chan
         self._pin(chan, n.name, f"changes the shape in {n.name}")
         return self._pinned_fresh(out, n.name, f"comes out of {n.name}")
@@ -323,8 +333,13 @@ class _Propagate(fx.Interpreter):
             return self._reshape(n, out)
         if name in _REDUCE_METHODS:
             return self._reduce(n, out, n.name)
-        if name in ("size", "dim", "numel") or not isinstance(out, Tensor):
+        if name in ("size", "dim", "numel", "__len__") or not _holds_tensor(out):
             return None
+        if not isinstance(out, Tensor):  # chunk, split, unbind, topk, ...: not modelled
+            for arg in n.all_input_nodes:
+                self._pin(self._chan(arg), f"method {name} ({n.name})",
+                          f"passes through .{name}(), which structured pruning does not model")
+            return self._pinned_fresh(out, n.name, f"comes out of .{name}()")
         if name in ("permute", "transpose"):
             chan = self._chan(n.args[0])
             src = self._value(n.args[0])
@@ -367,7 +382,7 @@ class _Propagate(fx.Interpreter):
         args = list(n.args[:2]) + [n.kwargs.get("other")] if len(n.args) < 2 else list(n.args[:2])
         values = [self._value(a) for a in args]
         chans = [self._chan(a) for a in args]
-        tensors = [(v, c) for v, c in zip(values, chans) if isinstance(v, Tensor) and v.dim() > 0]
+        tensors = [(v, c) for v, c in zip(values, chans) if isinstance(v, Tensor)]
         if not isinstance(out, Tensor):
             return None
         zero_keeping = target in _ZERO_KEEPING
@@ -381,16 +396,21 @@ class _Propagate(fx.Interpreter):
         for v, c in tensors:
             if c is base:
                 continue
-            if isinstance(c, Chan) and c.dim == base.dim and v.dim() == out.dim() and \
-                    v.shape[c.dim] == out.shape[c.dim]:
+            shift = out.dim() - v.dim()  # broadcasting aligns dimensions from the right
+            size = v.shape[base.dim - shift] if base.dim - shift >= 0 else 1
+            if isinstance(c, Chan) and c.dim + shift == base.dim and size == out.shape[base.dim]:
                 self.uf.union_all(base.ids, c.ids)
                 if target in (operator.truediv, operator.itruediv, torch.div, "div", "div_"):
                     self.uf.pin(c.ids, "divides")  # a zero divisor channel is not removable
-            else:
-                # a broadcast tensor or a constant: zero stays zero only under multiplication
+            elif size == 1:
+                # broadcast along the channels: zero stays zero only under multiplication
                 self._pin(c, n.name, f"enters {_name_of(target)} broadcast")
                 if not zero_keeping:
                     self._pin(base, n.name, f"has a tensor added in {n.name}")
+            else:  # a tensor with one entry per channel that removal cannot resize
+                self._pin(c, n.name, f"enters {_name_of(target)}")
+                self._pin(base, n.name, f"meets a tensor of its size in {n.name} that is not "
+                          "one of its channels")
         others = [v for v in values if not isinstance(v, Tensor) and v is not None]
         if others and not zero_keeping and any(v != 0 for v in others if isinstance(v, (int, float))):
             self._pin(base, n.name, f"has a constant added in {n.name}")
@@ -491,6 +511,10 @@ class _Propagate(fx.Interpreter):
         extra = [a for a in n.all_input_nodes[1:]]
         for a in extra:
             self._pin(self._chan(a), name, f"is a second input of {name}")
+        computed = [p for p in ("weight", "bias", "in_proj_weight")
+                    if getattr(m, p, None) is not None and p not in m._parameters]
+        if computed or parametrize.is_parametrized(m):  # weight_norm, spectral_norm, ...
+            return self._unmodelled(name, m, chan, out, "its weight is computed (parametrized)")
         if isinstance(m, _ConvNd) and not isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d,
                                                          nn.ConvTranspose3d)):
             return self._conv(name, m, x, chan, out)
@@ -514,7 +538,8 @@ class _Propagate(fx.Interpreter):
             self._pin(chan, name, why)
             return self._pinned_on(out, chan.dim if isinstance(chan, Chan) else None, name, why)
         if isinstance(m, _KEEP_MODULES):
-            if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == x.dim():
+            if isinstance(chan, Chan) and isinstance(out, Tensor) and out.dim() == x.dim() and \
+                    out.shape[chan.dim] == x.shape[chan.dim]:  # not pooled along the channels
                 return chan
             self._pin(chan, name, f"changes shape in {name}")
             return self._pinned_fresh(out, name, name)
@@ -522,9 +547,12 @@ class _Propagate(fx.Interpreter):
             return self._flatten(n.args[0], m.start_dim, m.end_dim, out, name)
         if isinstance(m, nn.Sequential) and len(m) == 0:
             return chan
-        self._pin(chan, name, f"enters {name} ({type(m).__name__}), which structured pruning "
-                  "does not model")
-        for p_name, p in m.named_parameters(recurse=True):
+        return self._unmodelled(name, m, chan, out, "structured pruning does not model it")
+
+    def _unmodelled(self, name: str, m: nn.Module, chan: Any, out: Any, why: str) -> Any:
+        """Pin what enters and leaves a module this pass does not model."""
+        self._pin(chan, name, f"enters {name} ({type(m).__name__}): {why}")
+        for p_name, _ in m.named_parameters(recurse=True):
             self.pinned.setdefault(f"{name}.{p_name}", "parameter of an unmodelled module")
         return self._pinned_fresh(out, name, f"comes out of {type(m).__name__}")
 
@@ -545,7 +573,8 @@ class _Propagate(fx.Interpreter):
         macs = out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
         call.macs += macs
         if not isinstance(chan, Chan) or chan.dim != 1:
-            chan = self._pinned_fresh(x, name, f"input of {name}")
+            self._pin(chan, name, f"enters {name} off its channel dimension")
+            chan = self._pinned_on(x, 1, name, f"input of {name}")
         depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
         call.mac_parts.append((macs, "weight", (0,) if depthwise else (0, 1)))
         if depthwise:
@@ -591,16 +620,22 @@ class _Propagate(fx.Interpreter):
         chan = self._chan(inputs[0])
         weights_used = any(u.op != "call_function" or u.target is not operator.getitem or
                            (u.args[1] != 0 and len(u.users) > 0) for u in n.users)
-        plain = (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and
-                 inputs[0] is inputs[1] is inputs[2] and isinstance(x, Tensor) and x.dim() == 3)
+        mask = n.args[5] if len(n.args) > 5 else n.kwargs.get("attn_mask")
+        mask = self._value(mask)
+        per_head = isinstance(mask, Tensor) and mask.dim() == 3  # (batch x heads, L, S)
+        plain = (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and not per_head
+                 and inputs[0] is inputs[1] is inputs[2] and isinstance(x, Tensor) and x.dim() == 3)
         if not plain or weights_used or not isinstance(chan, Chan) or chan.dim != 2:
             why = ("its attention weights are used" if weights_used else
+                   "a per-head attention mask is passed" if per_head else
                    f"{name} is not plain self-attention on (batch, tokens, features)")
             for a in n.all_input_nodes:
                 self._pin(self._chan(a), name, why)
             return self._pinned_fresh(out, name, why)
         call = self._call(name, m)
         self.fixed_macs.pop(n, None)  # counted below, in parts that shrink with the heads
+        if n.name in self.uncounted:
+            self.uncounted.remove(n.name)
         e, h = m.embed_dim, m.num_heads
         d = e // h
         batch, tokens = (x.shape[0], x.shape[1]) if m.batch_first else (x.shape[1], x.shape[0])
@@ -615,18 +650,43 @@ class _Propagate(fx.Interpreter):
             call.dims["in_proj_weight"][0]
         cols = heads.repeat_interleave(d) if heads is not None else known
         self._bind(call, "in_proj_weight", 0, rows)
+        self._pin(chan, name, f"is the model dimension of {name}, which keeps its width")
         self._bind(call, "in_proj_weight", 1, chan.ids)
         if m.in_proj_bias is not None:
             self._bind(call, "in_proj_bias", 0, rows)
         self._bind(call, "out_proj.weight", 1, cols)
         outs = call.dims.get("out_proj.weight", {}).get(0)
         outs = outs if outs is not None else self.uf.fresh(e)
+        self.uf.pin(outs, f"the output of {name} keeps the model dimension")
         self._bind(call, "out_proj.weight", 0, outs)
         if m.out_proj.bias is not None:
             self._bind(call, "out_proj.bias", 0, outs)
         out_chan = Chan(2, call.dims["out_proj.weight"][0])
         return (out_chan, self._pinned_fresh(out[1], name, "attention weights")
                 if isinstance(out, tuple) and isinstance(out[1], Tensor) else None)
+
+
+_MAC_WORDS = ("mm", "matmul", "mv", "dot", "einsum", "bilinear", "linear", "conv", "lstm", "gru",
+              "rnn", "attention", "tensordot", "baddbmm", "addmm", "inner", "outer")
+
+
+def _may_multiply(n: fx.Node, model: nn.Module) -> bool:
+    """Whether a node could carry multiply-accumulates (by its operator's or module's name)."""
+    if n.op == "call_module":
+        label = type(model.get_submodule(str(n.target))).__name__.lower()
+    else:
+        label = _name_of(n.target).lower()
+    return any(word in label for word in _MAC_WORDS)
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return False
 
 
 def _tensor(module: nn.Module, name: str) -> Tensor:
@@ -639,6 +699,9 @@ def _chans_in(chan: Any) -> Iterable[Chan]:
         yield chan
     elif isinstance(chan, (tuple, list)):
         for c in chan:
+            yield from _chans_in(c)
+    elif isinstance(chan, dict):
+        for c in chan.values():
             yield from _chans_in(c)
 
 
@@ -664,12 +727,26 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
     finally:
         model.train(was_training)
     uf = prop.uf
-    ignore = list(ignore)
+    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+    _check_patterns(model, ignore)
     for name, call in prop.calls.items():
-        if any(name == pat or name.startswith(pat + ".") for pat in ignore):
-            out = call.dims.get("weight", {}).get(0)
-            if out is not None:
-                uf.pin(out, f"{name} is ignored")
+        for pname, dims in call.dims.items():
+            qual = f"{name}.{pname}" if name else pname
+            if ignore and _ignored(qual, ignore) and 0 in dims:
+                uf.pin(dims[0], f"{name} is ignored")  # what it makes stays; its inputs may go
+    # a tensor also held by a module this pass does not model (an embedding tied to a head)
+    modelled = {id(_tensor(c.module, p)) for c in prop.calls.values() for p in c.dims}
+    def inside_a_call(mod_name: str) -> bool:
+        parts = mod_name.split(".")
+        return any(".".join(parts[:i]) in prop.calls for i in range(len(parts) + 1))
+
+    elsewhere = {id(t) for mod_name, mod in model.named_modules() if not inside_a_call(mod_name)
+                 for t in mod._parameters.values() if t is not None}
+    for call in prop.calls.values():
+        for pname, dims in call.dims.items():
+            if id(_tensor(call.module, pname)) in elsewhere & modelled:
+                for ids in dims.values():
+                    uf.pin(ids, f"{call.name}.{pname} is shared with a module that keeps its shape")
     # tied parameters: one tensor in two modules shares its channels
     by_tensor: dict[int, list[tuple[ModuleCall, str]]] = {}
     for call in prop.calls.values():
@@ -727,4 +804,5 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
         groups.append(Group(len(groups), sorted(members), key, producers, has_norm, made_by))
     fixed = sum(prop.fixed_macs.values())
     dense = sum(c.macs for c in prop.calls.values()) + fixed
-    return DependencyGraph(classes, groups, prop.calls, prop.pinned, param_shapes, dense, fixed)
+    return DependencyGraph(classes, groups, prop.calls, prop.pinned, param_shapes, dense, fixed,
+                           tuple(prop.uncounted))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -226,7 +227,31 @@ def remove_channels(model: nn.Module, example_input: Any, *, graph: DependencyGr
     slim._shrinkbench_architecture = sizes  # type: ignore[attr-defined]
     if check:
         check_same_outputs(model, slim, example_input)
+        check_trains(slim, example_input)
     return slim
+
+
+def check_trains(slim: nn.Module, example_input: Any) -> None:
+    """Refuse a slim model that cannot run in training mode (a branch only training takes, unseen
+    when the model was traced, still expects the removed channels). Buffers are restored."""
+    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    # batch statistics need two examples: a single one is given twice
+    inputs = [torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1 else t
+              for t in inputs]
+    saved = {k: v.clone() for k, v in slim.state_dict().items()}
+    mode = slim.training
+    slim.train()
+    try:
+        with torch.no_grad():
+            slim(*inputs)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise PruningError(f"the slim model fails in training mode ({detail}): a branch that only "
+                           "training takes uses removed channels; trace and prune the model in "
+                           "training mode, or pin that branch's channels with ignore=") from None
+    finally:
+        slim.train(mode)
+        slim.load_state_dict(saved)
 
 
 def architecture(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -268,12 +293,28 @@ def apply_architecture(model: nn.Module, arch: Mapping[str, Any],
                 raise CheckpointError(f"slim architecture: {name}.{attr} must be an integer >= 1, "
                                       f"got {value!r}")
             setattr(module, attr, value)
+        if isinstance(module, _ConvNd) and (module.in_channels % module.groups or
+                                            module.out_channels % module.groups):
+            raise CheckpointError(f"slim architecture: {name!r} has groups={module.groups}, which "
+                                  f"does not divide {module.in_channels} and {module.out_channels}")
         prefix = f"{name}." if name else ""
         for local, tensor in list(module._parameters.items()) + list(module._buffers.items()):
             if tensor is None or local.endswith(MASK_SUFFIX):
                 continue
-            shape = tuple(state[prefix + local].shape) if state and prefix + local in state else \
-                _shape_for(module, local, tensor)
+            shape = _shape_for(module, local, tensor)  # what the sizes say
+            if state is not None:
+                given = state.get(prefix + local)
+                if not isinstance(given, Tensor):
+                    raise CheckpointError(f"slim model: {prefix + local} is "
+                                          f"{'missing' if given is None else type(given).__name__}, "
+                                          f"expected a tensor of shape {shape}")
+                if tuple(given.shape) != shape:
+                    raise CheckpointError(f"slim model: {prefix + local} has shape "
+                                          f"{tuple(given.shape)}, but the architecture's sizes "
+                                          f"give {shape}")
+            elif math.prod(shape) > 1 << 31:
+                raise CheckpointError(f"slim architecture: {prefix + local} would hold "
+                                      f"{math.prod(shape)} values")
             new = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
             if local in module._parameters:
                 module._parameters[local] = nn.Parameter(new, requires_grad=tensor.requires_grad)
@@ -347,6 +388,10 @@ def load_slim(path: str | os.PathLike, model: nn.Module) -> nn.Module:
 def load_slim_state(model: nn.Module, payload: Mapping[str, Any], label: str = "slim model") -> nn.Module:
     """Resize `model` as the payload's architecture says and load its state dict."""
     state = payload["state_dict"]
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{label!r}: entry {bad[0]!r} is a {type(state[bad[0]]).__name__}, "
+                              "not a tensor")
     apply_architecture(model, payload.get("architecture") or {}, state)
     try:
         model.load_state_dict(state)

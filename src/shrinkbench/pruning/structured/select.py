@@ -129,6 +129,10 @@ def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], 
            target: str, amount: float) -> tuple[list[int], Cost]:
     """Classes to remove (lowest scores first) reaching `amount` of `target`, and the resulting cost."""
     _check_target(target, amount)
+    if target == "speedup" and graph.uncounted:
+        raise PruningError(f"a speedup target cannot be counted for this model: "
+                           f"{', '.join(graph.uncounted[:3])} may multiply-accumulate, and no rule "
+                           "here counts it; ask for a compression or channel target")
     groups = [g for g in graph.groups if g.index in scores and g.size > 1]
     for g in groups:
         s = scores[g.index]
