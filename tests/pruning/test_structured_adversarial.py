@@ -441,3 +441,106 @@ def test_a_training_only_branch_is_seen_before_channels_are_removed():
         return
     slim.train()
     slim(x).sum().backward()
+
+
+# -- second round: after the fixes of 2923512 ------------------------------------------------------
+
+class WeightNormedWide(nn.Module):
+    """A weight-normed conv (pinned, unmodelled) carrying most of the MACs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _gen()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 32, 3, padding=1))
+        self.c3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c2(F.relu(self.c1(x))))
+        return self.fc(F.relu(self.c3(x)).mean((2, 3)))
+
+
+def test_a_parametrized_conv_still_counts_its_macs():
+    model, x = WeightNormedWide(), torch.randn(3, 3, 8, 8)
+    dense = count_macs(model, x[:1]).dense
+    result = prune(model, "global_channel_l1", 2.0, inputs=x, target="speedup")
+    slim = remove_channels(model, x[:2], graph=result.graph)
+    assert result.speedup == pytest.approx(dense / count_macs(slim, x[:1]).dense, rel=1e-6)
+
+
+def _bilinear_decoder():
+    _gen()
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.UpsamplingBilinear2d(scale_factor=2),
+                         nn.Conv2d(16, 2, 1))
+
+
+def test_bilinear_upsampling_does_not_block_a_speedup_target():
+    model, x = _bilinear_decoder(), torch.randn(2, 3, 16, 16)
+    dense = count_macs(model, x[:1]).dense
+    result = prune(model, "global_channel_l1", 1.5, inputs=x, target="speedup")
+    slim = remove_channels(model, x[:2], graph=result.graph)
+    assert result.speedup == pytest.approx(dense / count_macs(slim, x[:1]).dense, rel=1e-6)
+
+
+class IdentityView(nn.Module):
+    """A defensive identity view written with literal sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _gen()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x)).view(-1, 16, 8, 8)
+        return self.fc(F.relu(self.c2(h)).mean((2, 3)))
+
+
+def test_an_identity_view_with_a_literal_channel_count_pins():
+    _prune_remove_compare(IdentityView(), torch.randn(4, 3, 8, 8))
+
+
+class TrainOnlyStatistic(nn.Module):
+    """A training-only term that reads a statistic over the channels (size-agnostic, so the slim
+    model runs in training mode, but computes something else than the masked model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _gen()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        f = F.relu(self.c1(x))
+        if self.training:
+            f = f + 0.5 * f.mean(1, keepdim=True)
+        return self.fc(F.relu(self.c2(f)).mean((2, 3)))
+
+
+def test_a_training_only_branch_computes_what_the_masked_model_computes():
+    model, x = TrainOnlyStatistic().eval(), torch.randn(4, 3, 8, 8)
+    try:
+        result = prune(model, "global_channel_l1", 1.5, inputs=x)
+        slim = remove_channels(model, x[:2], graph=result.graph)
+    except ShrinkBenchError:
+        return
+    model.train()
+    slim.train()
+    with torch.no_grad():
+        torch.testing.assert_close(slim(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_remove_channels_leaves_the_global_rng_alone():
+    _gen()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, "global_channel_l1", 1.5, inputs=x)
+    before = torch.random.get_rng_state().clone()
+    remove_channels(model, x, graph=result.graph)
+    assert torch.equal(before, torch.random.get_rng_state())

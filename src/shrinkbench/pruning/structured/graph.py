@@ -205,14 +205,15 @@ def trace(model: nn.Module) -> fx.GraphModule:
 class _Propagate(fx.Interpreter):
     """Runs the traced model once, giving every tensor's channels ids and recording couplings."""
 
-    def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, shared: "_Propagate | None" = None) -> None:
         super().__init__(gm, garbage_collect_values=False)
         self.model = model
-        self.uf = _UnionFind()
+        self.count = shared is None  # a second pass (the training-mode trace) only adds couplings
+        self.uf = _UnionFind() if shared is None else shared.uf
         self.chans: dict[fx.Node, Any] = {}
-        self.calls: dict[str, ModuleCall] = {}
-        self.pinned: dict[str, str] = {}
-        self.attrs: set[str] = set()
+        self.calls: dict[str, ModuleCall] = {} if shared is None else shared.calls
+        self.pinned: dict[str, str] = {} if shared is None else shared.pinned
+        self.attrs: set[str] = set() if shared is None else shared.attrs
         self.fixed_macs: dict[fx.Node, int] = {}  # MACs of nodes whose cost does not shrink
         self.uncounted: list[str] = []  # nodes that may multiply-accumulate, with no rule here
 
@@ -228,7 +229,7 @@ class _Propagate(fx.Interpreter):
             d = (1 if value.dim() >= 2 else 0) if dim is None else dim % value.dim()
             return Chan(d, self.uf.fresh(value.shape[d]))
         if isinstance(value, (tuple, list)):
-            return type(value)(self._fresh(v) for v in value)
+            return [self._fresh(v) for v in value]
         if isinstance(value, dict):
             return {k: self._fresh(v) for k, v in value.items()}
         return None
@@ -248,7 +249,7 @@ class _Propagate(fx.Interpreter):
         if isinstance(arg, fx.Node):
             return self.chans.get(arg)
         if isinstance(arg, (tuple, list)):
-            return type(arg)(self._chan(a) for a in arg)
+            return [self._chan(a) for a in arg]
         if isinstance(arg, dict):
             return {k: self._chan(a) for k, a in arg.items()}
         return None
@@ -258,16 +259,18 @@ class _Propagate(fx.Interpreter):
 
     # -- the pass ------------------------------------------------------------------------------
     def run_node(self, n: fx.Node) -> Any:
-        own = n.op == "call_module" and isinstance(self.model.get_submodule(str(n.target)),
-                                                    (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
-        if own or n.op not in ("call_module", "call_function", "call_method"):
+        module = self.model.get_submodule(str(n.target)) if n.op == "call_module" else None
+        own = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and \
+            "weight" in module._parameters and not parametrize.is_parametrized(module)
+        if own or not self.count or n.op not in ("call_module", "call_function", "call_method"):
             out = super().run_node(n)
         else:  # MACs this pass does not model stay as they are: counted once, as a constant
             with FlopCounterMode(display=False) as counter:
                 out = super().run_node(n)
             self.fixed_macs[n] = counter.get_total_flops() // 2
             if not self.fixed_macs[n] and _may_multiply(n, self.model):
-                self.uncounted.append(n.name)
+                self.uncounted.append(str(n.target) if n.op == "call_module" else
+                                      f"{_name_of(n.target)} ({n.name})")
         self.chans[n] = self._rule(n, out)
         return out
 
@@ -447,6 +450,9 @@ class _Propagate(fx.Interpreter):
             shape_args = tuple(shape_args[0])
         s_in, s_out = list(src.shape), list(out.shape)
         if s_in == s_out:
+            literal = shape_args[chan.dim] if chan.dim < len(shape_args) else None
+            if isinstance(literal, int) and literal != -1:
+                self._pin(chan, n.name, f"is reshaped to a fixed size {literal} in {n.name}")
             return chan
         # a flatten of dims [s, e] into one: the only reshape whose channel layout is known
         for s in range(len(s_in)):
@@ -570,13 +576,14 @@ class _Propagate(fx.Interpreter):
 
     def _conv(self, name: str, m: _ConvNd, x: Tensor, chan: Any, out: Tensor) -> Any:
         call = self._call(name, m)
-        macs = out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        macs = out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size) if self.count else 0
         call.macs += macs
         if not isinstance(chan, Chan) or chan.dim != 1:
             self._pin(chan, name, f"enters {name} off its channel dimension")
             chan = self._pinned_on(x, 1, name, f"input of {name}")
         depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
-        call.mac_parts.append((macs, "weight", (0,) if depthwise else (0, 1)))
+        if self.count:
+            call.mac_parts.append((macs, "weight", (0,) if depthwise else (0, 1)))
         if depthwise:
             self._bind(call, "weight", 0, chan.ids)
             if m.bias is not None:
@@ -596,9 +603,10 @@ class _Propagate(fx.Interpreter):
 
     def _linear(self, name: str, m: nn.Linear, x: Tensor, chan: Any, out: Tensor) -> Any:
         call = self._call(name, m)
-        macs = out.numel() * m.in_features
-        call.macs += macs
-        call.mac_parts.append((macs, "weight", (0, 1)))
+        if self.count:
+            macs = out.numel() * m.in_features
+            call.macs += macs
+            call.mac_parts.append((macs, "weight", (0, 1)))
         if not isinstance(chan, Chan) or chan.dim != x.dim() - 1:
             self._pin(chan, name, f"enters {name} off its feature dimension")
             chan = Chan(x.dim() - 1, self.uf.fresh(x.shape[-1]))
@@ -634,16 +642,17 @@ class _Propagate(fx.Interpreter):
             return self._pinned_fresh(out, name, why)
         call = self._call(name, m)
         self.fixed_macs.pop(n, None)  # counted below, in parts that shrink with the heads
-        if n.name in self.uncounted:
-            self.uncounted.remove(n.name)
+        if str(n.target) in self.uncounted:
+            self.uncounted.remove(str(n.target))
         e, h = m.embed_dim, m.num_heads
         d = e // h
         batch, tokens = (x.shape[0], x.shape[1]) if m.batch_first else (x.shape[1], x.shape[0])
         proj, mix = batch * tokens * 3 * e * e, batch * tokens * e * e
         attend = 2 * batch * tokens * tokens * e  # QK^T and AV: no weight, but they shrink with heads
-        call.macs += proj + mix + attend
-        call.mac_parts += [(proj, "in_proj_weight", (0, 1)), (mix, "out_proj.weight", (0, 1)),
-                           (attend, "in_proj_weight", (0,))]
+        if self.count:
+            call.macs += proj + mix + attend
+            call.mac_parts += [(proj, "in_proj_weight", (0, 1)), (mix, "out_proj.weight", (0, 1)),
+                               (attend, "in_proj_weight", (0,))]
         known = call.dims.get("out_proj.weight", {}).get(1)
         heads = self.uf.fresh(h) if known is None else None
         rows = heads.repeat_interleave(d).repeat(3) if heads is not None else \
@@ -666,17 +675,22 @@ class _Propagate(fx.Interpreter):
                 if isinstance(out, tuple) and isinstance(out[1], Tensor) else None)
 
 
-_MAC_WORDS = ("mm", "matmul", "mv", "dot", "einsum", "bilinear", "linear", "conv", "lstm", "gru",
-              "rnn", "attention", "tensordot", "baddbmm", "addmm", "inner", "outer")
+# Operators and modules that multiply-accumulate (exact names: "bilinear" upsampling does not).
+_MAC_FUNCTIONS = {"matmul", "mm", "bmm", "mv", "dot", "vdot", "einsum", "bilinear", "linear",
+                  "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                  "conv_transpose3d", "scaled_dot_product_attention", "baddbmm", "addmm", "addbmm",
+                  "addmv", "tensordot", "inner", "outer", "multi_head_attention_forward", "lstm",
+                  "gru", "rnn_tanh", "rnn_relu", "chain_matmul", "__matmul__", "matmul_"}
+_MAC_MODULES = (nn.RNNBase, nn.RNNCellBase, nn.Bilinear, nn.MultiheadAttention, nn.Transformer,
+                nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Linear,
+                nn.modules.conv._ConvNd)
 
 
 def _may_multiply(n: fx.Node, model: nn.Module) -> bool:
-    """Whether a node could carry multiply-accumulates (by its operator's or module's name)."""
+    """Whether a node could carry multiply-accumulates (by its operator or module type)."""
     if n.op == "call_module":
-        label = type(model.get_submodule(str(n.target))).__name__.lower()
-    else:
-        label = _name_of(n.target).lower()
-    return any(word in label for word in _MAC_WORDS)
+        return isinstance(model.get_submodule(str(n.target)), _MAC_MODULES)
+    return _name_of(n.target) in _MAC_FUNCTIONS
 
 
 def _holds_tensor(value: Any) -> bool:
@@ -705,6 +719,40 @@ def _chans_in(chan: Any) -> Iterable[Chan]:
             yield from _chans_in(c)
 
 
+def _training_pass(model: nn.Module, inputs: tuple, prop: _Propagate) -> None:
+    """Trace and run the model in training mode too, adding its couplings and pins: a branch only
+    training takes (an auxiliary head, a statistic over channels) must see the same channels.
+    Buffers (batch-norm statistics) and the global random state are left as they were."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    # batch statistics need two examples: a single one is tried twice over too
+    doubled = tuple(torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1
+                    else t for t in inputs)
+    was_training = model.training
+    model.train()
+    devices = sorted({t.device.index or 0 for t in model.parameters() if t.is_cuda})
+    try:
+        gm = trace(model)
+        failure = None
+        attempts = [inputs] + ([doubled] if any(a is not b for a, b in zip(inputs, doubled)) else [])
+        for attempt in attempts:
+            try:
+                with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                    _Propagate(gm, model, shared=prop).run(*attempt)
+                failure = None
+                break
+            except PruningError:
+                raise
+            except Exception as exc:
+                failure = " ".join(str(exc).split())[:200]
+                model.load_state_dict(saved)
+        if failure is not None:
+            raise PruningError(f"structured pruning could not run the model in training mode on "
+                               f"the example input: {failure}")
+    finally:
+        model.train(was_training)
+        model.load_state_dict(saved)
+
+
 def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str] = ()) -> DependencyGraph:
     """Trace `model` on `example_input` (one example is enough) and find its channel groups.
 
@@ -726,6 +774,7 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
                            f"input: {detail}") from None
     finally:
         model.train(was_training)
+    _training_pass(model, inputs, prop)
     uf = prop.uf
     ignore = [ignore] if isinstance(ignore, str) else list(ignore)
     _check_patterns(model, ignore)

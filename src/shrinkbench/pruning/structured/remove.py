@@ -182,7 +182,13 @@ def check_same_outputs(reference: nn.Module, slim: nn.Module, example_input: Any
     slim.eval()
     try:
         with torch.no_grad():
-            want, got = _outputs(reference(*inputs)), _outputs(slim(*inputs))
+            want = _outputs(reference(*inputs))
+            try:
+                got = _outputs(slim(*inputs))
+            except Exception as exc:  # a size the tracer could not see, e.g. in a literal
+                detail = " ".join(str(exc).split())[:160]
+                raise PruningError(f"{what} cannot run ({detail}); the model's forward depends on "
+                                   "a channel count that tracing cannot see") from None
     finally:
         reference.train(modes[0])
         slim.train(modes[1])
@@ -241,8 +247,9 @@ def check_trains(slim: nn.Module, example_input: Any) -> None:
     saved = {k: v.clone() for k, v in slim.state_dict().items()}
     mode = slim.training
     slim.train()
+    devices = sorted({t.device.index or 0 for t in slim.parameters() if t.is_cuda})
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # dropout: not the caller's RNG
             slim(*inputs)
     except Exception as exc:
         detail = " ".join(str(exc).split())[:160]
@@ -268,7 +275,7 @@ def apply_architecture(model: nn.Module, arch: Mapping[str, Any],
                               f"{type(arch).__name__}")
     for name, spec in arch.items():
         try:
-            module = model.get_submodule(str(name)) if name else model
+            module = model.get_submodule(str(name)) if name != "" else model
         except AttributeError:
             raise CheckpointError(f"slim architecture names module {name!r}, which the model "
                                   "does not have") from None

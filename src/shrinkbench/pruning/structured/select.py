@@ -148,8 +148,12 @@ def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], 
     ranked = {g.index: [g.classes[i] for i in torch.argsort(scores[g.index], stable=True).tolist()]
               for g in groups}
     if allocation == "global":
-        pool = [(float(scores[g.index][g.classes.index(c)]), g.index, g.classes.index(c), c)
-                for g in groups for c in ranked[g.index][:-1]]  # the best channel of each group stays
+        pool = []
+        for g in groups:
+            position = {c: i for i, c in enumerate(g.classes)}
+            values = scores[g.index].tolist()
+            pool += [(values[position[c]], g.index, position[c], c)
+                     for c in ranked[g.index][:-1]]  # the best channel of each group stays
         pool.sort()
         order = [c for *_, c in pool]
 
