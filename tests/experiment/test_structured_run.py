@@ -106,3 +106,15 @@ def test_export_of_a_slim_run_carries_its_architecture(tmp_path, tiny):
         assert sum(p.numel() for p in fresh.parameters()) == metrics["params_nonzero"]
         outputs.append(fresh.eval()(x))
     assert torch.allclose(outputs[0], outputs[1])
+
+
+def test_an_unreachable_channel_target_is_refused_before_anything_is_trained(tmp_path, tiny):
+    from shrinkbench.errors import CompressionError
+    from shrinkbench.experiment.components import preflight
+
+    _structured(tiny, target="channels", compression=40)
+    with pytest.raises(CompressionError, match=r"channels 40 cannot be reached .* at most 37.33"):
+        preflight(config_from_dict(tiny))
+    assert not tmp_path.joinpath("dense").exists()
+    _structured(tiny, strategy="GlobalChannelL1", compression=60)  # beyond the unstructured limit
+    preflight(config_from_dict(tiny))  # channels remove biases and batch norms too: reachable

@@ -18,7 +18,9 @@ def register(subparsers: Any) -> None:
         "masks baked in (--format state_dict: loads with weights_only=True into the zoo model) or "
         "with every pruned weight as a sparse CSR tensor (--format csr: read back with "
         "shrinkbench.experiment.export.load_exported), and print its size against the run's "
-        "model.pt. See docs/export.md.")
+        "model.pt. A channel-pruned run's model is smaller than the zoo model: its export carries "
+        "an 'architecture' entry that shrinkbench.pruning.structured.apply_architecture applies to "
+        "a fresh zoo model first. See docs/export.md.")
     p.add_argument("run_id", metavar="RUN_ID", help="a run id, or a prefix of one that is unique")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder holding results.sqlite and run folders (default: {DEFAULT_OUT})")

@@ -20,6 +20,7 @@ from ..data import dataset_info, get_data
 from ..errors import CompressionError, ConfigError, DataError, DataNotFound, ModelError, ShrinkBenchError
 from ..models import create, load_weights
 from ..models.zoo import check_input_size
+from ..pruning import STRATEGIES
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
 from .device import place_model, resolve_device, use_channels_last
@@ -104,9 +105,38 @@ def example_input(info: Any, device: torch.device) -> torch.Tensor:
     return torch.zeros(1, *info.input_shape, device=device)
 
 
-def check_compression(cfg: Config, model: nn.Module) -> None:
+_REACHABLE: dict[str, Any] = {}  # most a channel strategy can reach, by model, input and ignore
+
+
+def check_channel_target(cfg: Config, model: nn.Module, info: Any) -> None:
+    """Refuse a channel-pruning target that removing all but one channel of every group misses."""
+    from ..pruning.structured import dependency_graph, reachable
+
+    p = cfg.pruning
+    key = repr((cfg.model.name, sorted(cfg.model.options.items()), tuple(info.input_shape),
+                tuple(p.ignore)))
+    if key not in _REACHABLE:
+        example = torch.zeros(2, *info.input_shape)
+        graph = dependency_graph(model, example, ignore=p.ignore)
+        _REACHABLE[key] = (reachable(model, graph), bool(graph.uncounted))
+    best, uncounted = _REACHABLE[key]
+    if p.target == "speedup" and uncounted:
+        return  # refused at pruning time, naming the operator
+    most = best.value(p.target)
+    if p.compression > most * (1 + 1e-9):
+        raise CompressionError(
+            f"pruning.compression: {p.target} {p.compression:g} cannot be reached for "
+            f"{cfg.model.name} by removing channels: at most {most:.4g} (one channel left in every "
+            "prunable group; pinned channels stay)")
+
+
+def check_compression(cfg: Config, model: nn.Module, info: Any = None) -> None:
     """Refuse a target compression that the unprunable parameters alone make impossible."""
     p = cfg.pruning
+    if p.compression > 1 and STRATEGIES.get(p.strategy).structured:
+        if info is not None:
+            check_channel_target(cfg, model, info)
+        return
     prunable = prunable_parameters(model, include_classifier=p.include_classifier,
                                    include_bias=p.include_bias, ignore=p.ignore)
     if not prunable and p.compression > 1:
@@ -192,6 +222,6 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
         raise ModelError(f"model.name: {cfg.model.name!r} outputs shape {tuple(out.shape)}, expected "
                          f"(batch, {info.num_classes}) for data set {cfg.data.name!r}")
     if compression:
-        check_compression(cfg, model)
+        check_compression(cfg, model, info)
     load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
     return cfg

@@ -221,7 +221,8 @@ def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, st
         doc.add(Text(
             f"Why unstructured pruning does not run faster: unstructured masks ({_runs_text(int(u['runs']))} "
             "here) set weights to zero but keep every tensor's shape, so the dense kernels do the same "
-            "work and the measured speedup stays about 1.0× whatever the theoretical speedup says "
+            "work and the measured speedup stays near 1.0× whatever the theoretical speedup says "
+            "(many zeros can make the same kernels a little faster, never by the theoretical factor) "
             f"(these runs: median {fmt_number(u['measured_median'])}×, from "
             f"{fmt_number(u['measured_min'])}× to {fmt_number(u['measured_max'])}×, at theoretical "
             f"speedups up to {fmt_ratio(u['theoretical_max'])}×). Only structured (channel) pruning, "

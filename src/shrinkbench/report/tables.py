@@ -197,8 +197,9 @@ def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.Data
             if hit.empty:
                 continue
             r = hit.iloc[0]
+            shared = np.isfinite(r["log2_lo"]) and np.isfinite(r["log2_hi"])
             span = (f"{2 ** r['log2_lo']:.3g}\u2013{2 ** r['log2_hi']:.3g}\u00d7"
-                    if np.isfinite(r["log2_lo"]) and np.isfinite(r["log2_hi"]) else "")
+                    if shared and r["log2_hi"] > r["log2_lo"] else "no common range" if shared else "")
             row[f"Mean top-1 over {label} (%)"] = fmt_number(r["auc"], 2)
             row[f"{label[0].upper()}{label[1:]} range"] = span
         rows.append(row)

@@ -21,7 +21,7 @@ from .remove import (SLIM_FORMAT, apply_architecture, architecture, check_same_o
                      slim_payload, structured_mask)
 from .scores import (bn_scale_score, channel_l1_score, channel_l2_score, channel_random_score,
                      channel_taylor_score)
-from .select import TARGETS, Cost, CostModel, select
+from .select import TARGETS, Cost, CostModel, reachable, select
 
 
 def example_of(inputs: Any) -> Any:
@@ -54,5 +54,5 @@ __all__ = ["TARGETS", "Cost", "CostModel", "DependencyGraph", "Group", "SLIM_FOR
            "apply_architecture", "architecture", "bn_scale_score", "channel_l1_score",
            "channel_l2_score", "channel_random_score", "channel_taylor_score",
            "check_same_outputs", "dead_classes", "dependency_graph", "example_of", "is_slim",
-           "load_slim", "load_slim_state", "prune_channels", "remove_channels", "save_slim",
+           "load_slim", "load_slim_state", "prune_channels", "reachable", "remove_channels", "save_slim",
            "select", "slim_payload", "structured_mask", "trace"]

@@ -194,3 +194,10 @@ def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], 
             f"(one channel left in every prunable group; pinned channels stay)")
     removed = removal(k)
     return removed, costs.cost(removed)
+
+
+def reachable(model: nn.Module, graph: DependencyGraph) -> Cost:
+    """The counts with every group down to one channel: the most any target can reach."""
+    prunable = [c for g in graph.groups for c in g.classes]
+    removed = [c for g in graph.groups for c in g.classes[1:]]
+    return CostModel(model, graph, prunable).cost(removed)
