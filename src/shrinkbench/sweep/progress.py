@@ -33,7 +33,9 @@ def describe(job: Job | Mapping[str, Any]) -> str:
         return " ".join(p for p in ("dense", where, f"seed {seed}" if seed is not None else "") if p)
     strategy, compression = get_dotted(cfg, "pruning.strategy"), get_dotted(cfg, "pruning.compression")
     shown = strategy_shown(strategy) if isinstance(strategy, str) else ""
-    parts = [where, shown, f"x{_number(compression)}" if compression is not None else ""]
+    target = get_dotted(cfg, "pruning.target")
+    aim = f" ({target})" if isinstance(target, str) and target != "compression" else ""
+    parts = [where, shown, f"x{_number(compression)}{aim}" if compression is not None else ""]
     if seed is not None:
         parts.append(f"seed {seed}")
     return " ".join(p for p in parts if p)
@@ -47,6 +49,9 @@ def outcome_line(job: Job, outcome: Outcome) -> str:
         return f"{head} ({outcome.seconds:.1f} s): {outcome.error}"
     acc = outcome.metrics.get("post_test_acc1", outcome.metrics.get("dense_test_acc1"))
     acc_text = f" test top-1 {100 * acc:.2f}%" if isinstance(acc, (int, float)) else ""
+    theoretical, measured = outcome.metrics.get("speedup"), outcome.metrics.get("speedup_measured")
+    if job.kind != "dense" and isinstance(theoretical, (int, float)) and isinstance(measured, (int, float)):
+        acc_text += f", speedup {theoretical:.2f}x (measured {measured:.2f}x)"
     return f"{head}{acc_text} ({outcome.seconds:.1f} s)"
 
 
