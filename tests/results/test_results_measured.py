@@ -123,3 +123,17 @@ def test_no_measured_speed_when_absent_or_not_finite(runs):
     # the default aggregate takes the measured speedup along when it is there, and only then
     assert "speedup_measured_mean" in aggregate(runs).columns
     assert "speedup_measured_mean" not in aggregate(runs.drop(columns="speedup_measured")).columns
+
+
+def test_strategies_aimed_at_different_targets_are_not_compared_at_one_value():
+    import pandas as pd
+
+    from shrinkbench.results.analysis import compare_per_compression, target_of
+
+    rows = [{"dataset": "d", "model": "m", "strategy": s, "compression": 2.0, "seed": seed,
+             "post_test_top1_pct": 90.0 + seed + (0.5 if "L1" in s else 0)}
+            for s in ("GlobalMagWeight", "LayerChannelL1 (speedup)", "GlobalChannelL2 (speedup)")
+            for seed in range(3)]
+    table = compare_per_compression(pd.DataFrame(rows))
+    assert [(r.a, r.b) for r in table.itertuples()] == [("GlobalChannelL2 (speedup)", "LayerChannelL1 (speedup)")]
+    assert target_of("LayerChannelL1 (channels)") == "channels" and target_of("Random") == "compression"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
@@ -355,6 +356,16 @@ def _paired_t(diff: np.ndarray) -> tuple[float, float, float, float]:
     return mean, std, t, p
 
 
+_TARGET = re.compile(r" \((speedup|channels)\)$")
+
+
+def target_of(strategy: str) -> str:
+    """What a strategy label's `compression` value is: `speedup` or `channels` for a channel
+    strategy aimed at one (its label ends in "(speedup)"), else `compression`."""
+    match = _TARGET.search(str(strategy))
+    return match.group(1) if match else "compression"
+
+
 def compare_per_compression(
     df: pd.DataFrame,
     metric: str = "post_test_top1_pct",
@@ -385,6 +396,8 @@ def compare_per_compression(
             per_seed = {s: at.xs(s, level="strategy").droplevel(list(range(len(by) + 1)))
                         for s in strategies if s in at.index.get_level_values("strategy")}
             for a, b in itertools.combinations([s for s in strategies if s in per_seed], 2):
+                if target_of(a) != target_of(b):
+                    continue  # "x2" means a speedup of 2 for one and a compression of 2 for the other
                 pairs = pd.concat([per_seed[a].rename("a"), per_seed[b].rename("b")], axis=1,
                                   join="inner")
                 if pairs.empty:
