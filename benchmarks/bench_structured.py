@@ -34,7 +34,8 @@ def run_case(name: str, batch: int, options: dict, args: argparse.Namespace) -> 
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
     one = x[:1]
     tick = time.perf_counter()
-    result = prune(model, args.strategy, args.speedup, inputs=one, target="speedup")
+    result = prune(model, args.strategy, args.speedup, inputs=x[:2], target="speedup",
+                   round_to=args.round_to)
     slim = remove_channels(model, one)
     prune_s = time.perf_counter() - tick
     dense = create(name, generator=torch.Generator().manual_seed(0), **options).eval()
@@ -45,7 +46,8 @@ def run_case(name: str, batch: int, options: dict, args: argparse.Namespace) -> 
                             repeats=args.repeats, threads=args.threads if device.type == "cpu" else None)
     measured = times["dense"].median_ms / times["slim"].median_ms
     return {
-        "model": name + "".join(f" {k}={v}" for k, v in options.items()), "batch": batch, "strategy": args.strategy,
+        "model": name + "".join(f" {k}={v}" for k, v in options.items())
+        + (f" round_to={args.round_to}" if args.round_to > 1 else ""), "batch": batch, "strategy": args.strategy,
         "params": f"{count_parameters(dense).total / 1e6:.2f}M -> {count_parameters(slim).total / 1e6:.2f}M",
         "macs": f"{dense_macs / 1e9:.3f}G -> {slim_macs / 1e9:.3f}G",
         "channels": f"{result.channels_kept}/{result.channels_total}",
@@ -62,6 +64,8 @@ def main() -> None:
                         help="MODEL:BATCH[:OPTION=VALUE,...] ... (e.g. resnet56:64:shortcut=B)")
     parser.add_argument("--strategy", default="layer_channel_l1")
     parser.add_argument("--speedup", type=float, default=2.0, help="theoretical speedup to prune to")
+    parser.add_argument("--round-to", type=int, default=1,
+                        help="keep a multiple of this many channels in every group")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)

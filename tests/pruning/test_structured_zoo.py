@@ -125,3 +125,16 @@ def test_a_model_with_masks_is_refused_and_slim_files_are_checked(tmp_path):
         load_slim(bad, _lenet5())
     with pytest.raises(CheckpointError, match="does not exist"):
         load_slim(tmp_path / "missing.pt", _lenet5())
+
+
+def test_round_to_keeps_a_multiple_of_it_in_every_group():
+    model = create("resnet20", generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 32, 32)
+    result = prune(model, "global_channel_l1", 2.0, inputs=x, target="speedup", round_to=8)
+    assert result.speedup >= 2.0
+    slim = remove_channels(model, x, graph=result.graph)
+    widths = [m.out_channels for name, m in slim.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and name.endswith("conv1") and "." in name]
+    assert widths and all(w % 8 == 0 for w in widths)
+    with pytest.raises(PruningError, match="round_to"):
+        prune(_lenet5(), "global_magnitude", 2, round_to=8)

@@ -140,6 +140,8 @@ class PruningConfig(_Section):
                      "compression (parameters), speedup (dense MACs / MACs left) or channels "
                      "(prunable channels / channels kept; 2 = half the channels); unstructured "
                      "strategies take compression only", check="target")
+    round_to: int = _f(1, "structured strategies: keep a multiple of this many channels in every "
+                       "group (8 or 16 suit vectorized kernels)", check="positive")
     include_classifier: bool = _f(False, "also prune the final classifier layer")
     include_bias: bool = _f(False, "also prune biases")
     ignore: tuple[str, ...] = _f((), "qualified parameter or module names never pruned")
@@ -160,6 +162,9 @@ class PruningConfig(_Section):
                               f"strategy of the unpruned control (compression 1), got compression "
                               f"{self.compression:g}")
         structured = STRATEGIES.get(self.strategy).structured
+        if self.round_to != 1 and not structured:
+            raise ConfigError(f"{field_path('round_to')}: {self.round_to} needs a structured (channel) "
+                              f"strategy; {STRATEGIES.shown(self.strategy)} prunes single weights")
         if self.target != "compression" and not structured:
             raise ConfigError(f"{field_path('target')}: {self.target!r} needs a structured (channel) "
                               f"strategy; {STRATEGIES.shown(self.strategy)} prunes single weights to a "

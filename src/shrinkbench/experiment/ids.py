@@ -24,7 +24,7 @@ _UNHASHED_TOP = {key for key in UNHASHED if "." not in key}
 _CACHE = "_sb_json"
 # Fields added after run ids were first published: hashed only when they differ from their
 # default, so that every earlier run keeps its id (and a finished run is still found).
-_HASHED_IF_SET = {"pruning": {"target": "compression"}}
+_HASHED_IF_SET = {"pruning": {"target": "compression", "round_to": 1}}
 _SECTIONS_IF_SET = ("latency",)
 
 

@@ -54,7 +54,8 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
             return prune(model, p.strategy, p.compression, batches=batches,
                          loss_fn=nn.CrossEntropyLoss(), seed=cfg.seed,
                          include_classifier=p.include_classifier, include_bias=p.include_bias,
-                         ignore=tuple(p.ignore), options=p.options, target=p.target)
+                         ignore=tuple(p.ignore), options=p.options, target=p.target,
+                         **({"round_to": p.round_to} if p.round_to != 1 else {}))
     finally:
         model.train()
 

@@ -117,6 +117,7 @@ def prune(
     options: Mapping[str, Any] | None = None,
     target: str = "compression",
     example_input: Any = None,
+    round_to: int = 1,
 ) -> PruneResult:
     """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params).
 
@@ -126,7 +127,8 @@ def prune(
     `channels` (prunable channels / channels kept), reached to within one channel, and it needs
     `inputs=` or `batches=` to trace the model: it runs the model on the first two rows of the
     first batch, or on `example_input` when given (for inputs whose first dimension is not the
-    batch, e.g. sequence-first attention).
+    batch, e.g. sequence-first attention). `round_to` keeps a multiple of it in every channel
+    group (faster kernels; structured strategies only).
     """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
     options = dict(options or {})
@@ -137,7 +139,10 @@ def prune(
                            f"{', '.join(valid) or 'none'}")
     if strat.structured:
         return _prune_structured(model, strat, compression, _collect_batches(inputs, targets, batches),
-                                 loss_fn, seed, ignore, options, target, example_input)
+                                 loss_fn, seed, ignore, options, target, example_input, round_to)
+    if round_to != 1:
+        raise PruningError(f"round_to={round_to!r} needs a structured (channel) strategy; "
+                           f"{strat.name!r} prunes single weights")
     if target != "compression":
         raise PruningError(f"target {target!r} needs a structured (channel) strategy; "
                            f"{strat.name!r} prunes single weights to a compression")
@@ -199,7 +204,7 @@ def prune(
 
 def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: list[Batch],
                       loss_fn: Any, seed: int, ignore: Any, options: dict[str, Any],
-                      target: str, example_input: Any = None) -> PruneResult:
+                      target: str, example_input: Any = None, round_to: int = 1) -> PruneResult:
     from .structured import example_of, prune_channels
 
     if not batches:
@@ -210,7 +215,7 @@ def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: l
     keep_count(1, 0, amount)  # the same one-line refusal of non-numbers, NaN, < 1
     example = example_of(batches[0][0]) if example_input is None else example_input
     _, cost, graph = prune_channels(model, strat.score, strat.allocation, target, float(amount),
-                                    example, ctx, options, ignore)
+                                    example, ctx, options, ignore, round_to)
     kept = {name: int(mask.count_nonzero()) for name, _, _, mask in masked_parameters(model)}
     sizes = {name: mask.numel() for name, _, _, mask in masked_parameters(model)}
     return PruneResult(

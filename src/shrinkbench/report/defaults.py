@@ -29,6 +29,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "pruning.strategy": "global_magnitude",
     "pruning.compression": 4.0,
     "pruning.target": "compression",
+    "pruning.round_to": 1,
     "pruning.include_classifier": False,
     "pruning.include_bias": False,
     "pruning.ignore": (),

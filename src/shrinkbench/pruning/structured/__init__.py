@@ -35,7 +35,8 @@ def example_of(inputs: Any) -> Any:
 
 def prune_channels(model: nn.Module, score: Any, allocation: str, target: str, amount: float,
                    example_input: Any, ctx: ScoreContext, options: dict[str, Any],
-                   ignore: tuple[str, ...] = ()) -> tuple[list[int], Cost, DependencyGraph]:
+                   ignore: tuple[str, ...] = (), round_to: int = 1
+                   ) -> tuple[list[int], Cost, DependencyGraph]:
     """Score channels, choose the smallest removal reaching the target, zero them with masks."""
     if any(True for _ in masked_parameters(model)):
         raise PruningError("structured pruning needs a model without masks; this one is already "
@@ -45,7 +46,7 @@ def prune_channels(model: nn.Module, score: Any, allocation: str, target: str, a
     if not isinstance(scores, dict):
         raise PruningError(f"channel score {getattr(score, '__name__', score)!r} returned "
                            f"{type(scores).__name__}, expected a dict of group index -> scores")
-    removed, cost = select(model, graph, scores, allocation, target, amount)
+    removed, cost = select(model, graph, scores, allocation, target, amount, round_to)
     structured_mask(model, graph, removed)
     return removed, cost, graph
 
