@@ -124,7 +124,11 @@ def expand_axes(base: Config, axes: Axes) -> tuple[Run, ...]:
         try:
             cfg = point_config(base, point, cache)
         except ConfigError as exc:
-            raise SweepError(f"sweep {_culprit(axes, point, exc)}: {exc}") from None
+            hint = ""
+            if "needs a structured (channel) strategy" in str(exc):
+                hint = ("; to mix channel and single-weight strategies, pair each strategy with its "
+                        "target in a `zip:` axis (docs/sweeps.md)")
+            raise SweepError(f"sweep {_culprit(axes, point, exc)}: {exc}{hint}") from None
         trained = cfg.dense.source == "train"
         runs.append(Run(cfg.run_id, cfg.dense_id if trained else None, cfg, point))
     return tuple(runs)
