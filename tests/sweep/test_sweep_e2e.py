@@ -176,6 +176,13 @@ def test_structured_strategies_and_targets_sweep_like_the_others(tmp_path):
     assert result.exit_code == 0 and result.ran == 4  # 3 strategies at x2, one shared control
     result = run_sweep(load_spec(extra), tmp_path / "out", progress=False, lines=False)
     assert result.exit_code == 0 and result.ran == 2
+    # the same numbers from worker processes (latencies, being measurements, aside)
+    result = run_sweep(load_spec(spec), tmp_path / "process", executor="process", workers=2,
+                       progress=False, lines=False)
+    assert result.exit_code == 0
+    here = metrics_by_id(tmp_path / "out")
+    assert_same_metrics({k: v for k, v in here.items() if k in metrics_by_id(tmp_path / "process")},
+                        metrics_by_id(tmp_path / "process"))
     from shrinkbench.results import load
 
     frame = load(tmp_path / "out")

@@ -21,6 +21,7 @@ from ..errors import CompressionError, ConfigError, DataError, DataNotFound, Mod
 from ..models import create, load_weights
 from ..models.zoo import check_input_size
 from ..pruning import STRATEGIES
+from ..pruning.structured import dependency_graph, reachable
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
 from .device import place_model, resolve_device, use_channels_last
@@ -110,8 +111,6 @@ _REACHABLE: dict[str, Any] = {}  # most a channel strategy can reach, by model, 
 
 def check_channel_target(cfg: Config, model: nn.Module, info: Any) -> None:
     """Refuse a channel-pruning target that removing all but one channel of every group misses."""
-    from ..pruning.structured import dependency_graph, reachable
-
     p = cfg.pruning
     key = repr((cfg.model.name, sorted(cfg.model.options.items()), tuple(info.input_shape),
                 tuple(p.ignore)))

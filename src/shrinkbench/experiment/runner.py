@@ -55,17 +55,25 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
                          loss_fn=nn.CrossEntropyLoss(), seed=cfg.seed,
                          include_classifier=p.include_classifier, include_bias=p.include_bias,
                          ignore=tuple(p.ignore), options=p.options, target=p.target,
-                         **({"round_to": p.round_to} if p.round_to != 1 else {}))
+                         round_to=p.round_to)
     finally:
         model.train()
 
 
-def structured_metrics(cfg: Config, result: Any) -> dict[str, Any]:
-    """What a channel-pruning run adds: the channels it kept."""
-    return {
+def _remove(model: nn.Module, result: Any, stats: dict[str, Any], bundle: Any,
+            device: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The slim model of a channel-pruning run and the metrics it changes: counted on the slim
+    model itself (a masked model's attention products stay dense), against the dense counts."""
+    model = remove_channels(model, result.example, graph=result.graph)  # checked on real examples
+    slim, _ = summarize(model, bundle.info, device)
+    return model, {
         "channels_total": int(result.channels_total),
         "channels_kept": int(result.channels_kept),
         "channels_kept_fraction": result.channels_kept / max(result.channels_total, 1),
+        "params_nonzero": slim["params_nonzero"], "macs_sparse": slim["macs_sparse"],
+        "size_sparse_bytes": slim["size_sparse_bytes"],
+        "compression_ratio": stats["params_total"] / max(slim["params_nonzero"], 1),
+        "speedup": stats["macs_dense"] / max(slim["macs_sparse"], 1),
     }
 
 
@@ -123,20 +131,14 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
         result = _prune(cfg, model, bundle, device)
         metrics["time_prune_s"] = time.perf_counter() - tick
         metrics.update(split_metrics("pre", model, bundle, autocast))
-        stats, layers = summarize(model, bundle.info, device)  # masks count what removal leaves
+        stats, layers = summarize(model, bundle.info, device)
         metrics.update(stats)
         metrics["structured"] = 1.0 if result is not None and result.structured else 0.0
         if result is not None and result.structured:
             tick = time.perf_counter()
-            model = remove_channels(model, result.example, graph=result.graph)  # real examples
+            model, changed = _remove(model, result, stats, bundle, device)
+            metrics.update(changed)
             metrics["time_prune_s"] += time.perf_counter() - tick
-            metrics.update(structured_metrics(cfg, result))
-            # counted on the slim model itself: a masked model's attention products stay dense
-            slim, _ = summarize(model, bundle.info, device)
-            metrics.update(params_nonzero=slim["params_nonzero"], macs_sparse=slim["macs_sparse"],
-                           size_sparse_bytes=slim["size_sparse_bytes"],
-                           compression_ratio=stats["params_total"] / max(slim["params_nonzero"], 1),
-                           speedup=stats["macs_dense"] / max(slim["macs_sparse"], 1))
     before = float(state.get("elapsed", 0.0))
     tuned_before = float(state.get("time_finetune_s", 0.0))
     tuning = time.perf_counter()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..metrics.latency import compare_latency
+from ..metrics.sparse_exec import csr_layers, sparse_linear
 from .config import Config
 from .loops import derive_seed
 
@@ -26,8 +27,6 @@ def measure_speed(cfg: Config, model: nn.Module, dense: nn.Module, info: Any,
     x = latency_input(cfg, info, device)
     models: dict[str, nn.Module] = {"dense": dense, "pruned": model}
     if lat.sparse and device.type == "cpu":
-        from ..metrics.sparse_exec import csr_layers, sparse_linear
-
         sparse = sparse_linear(model)
         if csr_layers(sparse):
             models["sparse"] = sparse
@@ -37,7 +36,7 @@ def measure_speed(cfg: Config, model: nn.Module, dense: nn.Module, info: Any,
         **times["pruned"].to_metrics("latency"),
         "latency_batch": lat.batch_size,
         "latency_threads": times["dense"].threads,
-        "latency_device": str(device),
+        "latency_device": times["dense"].device,
         "speedup_measured": times["dense"].median_ms / times["pruned"].median_ms,
     }
     if "sparse" in times:

@@ -16,6 +16,7 @@ from .masks import _resolve, apply_masks, attach_mask, masked_parameters
 from .prunable import prunable_parameters
 from .scores import Batch, ScoreContext
 from .strategies import STRATEGIES, Strategy
+from .structured import example_of, prune_channels
 
 
 @dataclass
@@ -205,8 +206,6 @@ def prune(
 def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: list[Batch],
                       loss_fn: Any, seed: int, ignore: Any, options: dict[str, Any],
                       target: str, example_input: Any = None, round_to: int = 1) -> PruneResult:
-    from .structured import example_of, prune_channels
-
     if not batches:
         raise PruningError(f"structured strategy {strat.name!r} needs inputs= (or batches=) to "
                            "trace the model")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +40,8 @@ class Chan:
 
 
 @dataclass
-class Slice:
-    """Where a class lives in one parameter: indices along `dim` of parameter `param`."""
-
-    param: str  # qualified parameter name
-    dim: int
-    producer: bool  # True for the slices that make the channel (out-dim of a conv, BN scale/shift)
-
-
-@dataclass
 class Group:
-    """Channels removed together: `classes[i]` is one channel; `slices` are the dimensions they span."""
+    """Channels removed together: `classes[i]` is one channel; `keys` are the dimensions they span."""
 
     index: int
     classes: list[int]
@@ -88,15 +80,10 @@ class DependencyGraph:
     fixed_macs: int = 0  # of ops whose cost removal does not change (counted by FlopCounterMode)
     uncounted: tuple[str, ...] = ()  # nodes that may carry MACs that nothing here counts
 
-    def group_of(self) -> dict[int, Group]:
-        """Class -> its group."""
-        return {c: g for g in self.groups for c in g.classes}
-
 
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: list[int] = [0]  # id 0 is the pin
-        self.reasons: dict[int, str] = {}
 
     def fresh(self, n: int) -> Tensor:
         start = len(self.parent)
@@ -125,9 +112,9 @@ class _UnionFind:
                 self.union(x, y)
 
     def pin(self, ids: Tensor, reason: str) -> None:
+        """Tie `ids` to the pin; `reason` is for the reader (messages keep theirs in `pinned`)."""
         for x in set(ids.tolist()):
             self.union(0, x)
-        self.reasons.setdefault(len(self.reasons), reason)
 
 
 # Modules and functions that map each channel to itself and a zero channel to zero.
@@ -157,8 +144,8 @@ _ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, torch.
                 operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv,
                 torch.div, torch.maximum, torch.minimum}
 _ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-_ZERO_KEEPING = {operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.truediv,
-                 operator.itruediv, torch.div, "div", "div_"}
+_DIVISION = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+_ZERO_KEEPING = {operator.mul, operator.imul, torch.mul, "mul", "mul_", *_DIVISION}
 _FLATTEN = {torch.flatten}
 _CAT = {torch.cat, torch.concat}
 _REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
@@ -241,9 +228,7 @@ class _Propagate(fx.Interpreter):
         return chan
 
     def _pinned_fresh(self, value: Any, where: str, why: str) -> Any:
-        chan = self._fresh(value)
-        self._pin(chan, where, why)
-        return chan
+        return self._pinned_on(value, None, where, why)
 
     def _chan(self, arg: Any) -> Any:
         if isinstance(arg, fx.Node):
@@ -403,7 +388,7 @@ class _Propagate(fx.Interpreter):
             size = v.shape[base.dim - shift] if base.dim - shift >= 0 else 1
             if isinstance(c, Chan) and c.dim + shift == base.dim and size == out.shape[base.dim]:
                 self.uf.union_all(base.ids, c.ids)
-                if target in (operator.truediv, operator.itruediv, torch.div, "div", "div_"):
+                if target in _DIVISION:
                     self.uf.pin(c.ids, "divides")  # a zero divisor channel is not removable
             elif size == 1:
                 # broadcast along the channels: zero stays zero only under multiplication
@@ -417,8 +402,7 @@ class _Propagate(fx.Interpreter):
         others = [v for v in values if not isinstance(v, Tensor) and v is not None]
         if others and not zero_keeping and any(v != 0 for v in others if isinstance(v, (int, float))):
             self._pin(base, n.name, f"has a constant added in {n.name}")
-        if target in (operator.truediv, operator.itruediv, torch.div, "div", "div_") and \
-                values and not isinstance(values[0], Tensor):
+        if target in _DIVISION and values and not isinstance(values[0], Tensor):
             self._pin(base, n.name, "is a divisor")
         return Chan(base.dim, base.ids)
 
@@ -719,42 +703,52 @@ def _chans_in(chan: Any) -> Iterable[Chan]:
             yield from _chans_in(c)
 
 
-def _training_pass(model: nn.Module, inputs: tuple, prop: _Propagate) -> None:
-    """Trace and run the model in training mode too, adding its couplings and pins: a branch only
-    training takes (an auxiliary head, a statistic over channels) must see the same channels.
-    Buffers (batch-norm statistics) and the global random state are left as they were."""
+def twice_if_single(inputs: tuple) -> tuple:
+    """The inputs with a batch of one given twice (batch statistics in training mode need two)."""
+    return tuple(torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1 else t
+                 for t in inputs)
+
+
+@contextmanager
+def training_trial(model: nn.Module) -> Iterator[None]:
+    """Training mode for a trial forward: no grad, and the mode, every buffer (batch-norm
+    statistics) and the global random state (dropout) as they were afterwards."""
     saved = {k: v.clone() for k, v in model.state_dict().items()}
-    # batch statistics need two examples: a single one is tried twice over too
-    doubled = tuple(torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1
-                    else t for t in inputs)
     was_training = model.training
-    model.train()
     devices = sorted({t.device.index or 0 for t in model.parameters() if t.is_cuda})
+    model.train()
     try:
-        gm = trace(model)
-        failure = None
-        attempts = [inputs] + ([doubled] if any(a is not b for a, b in zip(inputs, doubled)) else [])
-        for attempt in attempts:
-            try:
-                with torch.no_grad(), torch.random.fork_rng(devices=devices):
-                    _Propagate(gm, model, shared=prop).run(*attempt)
-                failure = None
-                break
-            except PruningError:
-                raise
-            except Exception as exc:
-                failure = " ".join(str(exc).split())[:200]
-                model.load_state_dict(saved)
-        if failure is not None:
-            raise PruningError(f"structured pruning could not run the model in training mode on "
-                               f"the example input: {failure}")
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            yield
     finally:
         model.train(was_training)
         model.load_state_dict(saved)
 
 
+def _training_pass(model: nn.Module, inputs: tuple, prop: _Propagate) -> None:
+    """Trace and run the model in training mode too, adding its couplings and pins: a branch only
+    training takes (an auxiliary head, a statistic over channels) must see the same channels.
+    The inputs as given are tried first, then a batch of one given twice."""
+    doubled = twice_if_single(inputs)
+    attempts = [inputs] + ([doubled] if any(a is not b for a, b in zip(inputs, doubled)) else [])
+    failure = ""
+    for attempt in attempts:
+        with training_trial(model):
+            gm = trace(model)  # in training mode: the branches training takes
+            try:
+                _Propagate(gm, model, shared=prop).run(*attempt)
+                return
+            except PruningError:
+                raise
+            except Exception as exc:
+                failure = " ".join(str(exc).split())[:200]
+    raise PruningError(f"structured pruning could not run the model in training mode on the "
+                       f"example input: {failure}")
+
+
 def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str] = ()) -> DependencyGraph:
-    """Trace `model` on `example_input` (one example is enough) and find its channel groups.
+    """Trace `model` on `example_input` (a batch of one or two examples), in eval and in training
+    mode, and find its channel groups.
 
     Output channels of the modules named in `ignore` are pinned (never removed).
     """
@@ -785,15 +779,17 @@ def dependency_graph(model: nn.Module, example_input: Any, ignore: Iterable[str]
                 uf.pin(dims[0], f"{name} is ignored")  # what it makes stays; its inputs may go
     # a tensor also held by a module this pass does not model (an embedding tied to a head)
     modelled = {id(_tensor(c.module, p)) for c in prop.calls.values() for p in c.dims}
+
     def inside_a_call(mod_name: str) -> bool:
         parts = mod_name.split(".")
         return any(".".join(parts[:i]) in prop.calls for i in range(len(parts) + 1))
 
     elsewhere = {id(t) for mod_name, mod in model.named_modules() if not inside_a_call(mod_name)
                  for t in mod._parameters.values() if t is not None}
+    shared = elsewhere & modelled
     for call in prop.calls.values():
         for pname, dims in call.dims.items():
-            if id(_tensor(call.module, pname)) in elsewhere & modelled:
+            if id(_tensor(call.module, pname)) in shared:
                 for ids in dims.values():
                     uf.pin(ids, f"{call.name}.{pname} is shared with a module that keeps its shape")
     # tied parameters: one tensor in two modules shares its channels

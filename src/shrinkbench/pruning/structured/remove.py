@@ -25,7 +25,7 @@ from ...common import MASK_SUFFIX
 from ...errors import CheckpointError, PruningError
 from ..masks import _resolve, get_mask
 from .attention import PrunedMultiheadAttention
-from .graph import DependencyGraph, dependency_graph
+from .graph import DependencyGraph, dependency_graph, training_trial, twice_if_single
 
 SLIM_FORMAT = "shrinkbench-slim/1"
 # The attributes that describe a rebuilt module's size, per module kind.
@@ -217,7 +217,7 @@ def remove_channels(model: nn.Module, example_input: Any, *, graph: DependencyGr
     touched = sorted({p.rpartition(".")[0] for p, _ in kept})
     done: dict[int, nn.Parameter] = {}
     sizes = {}
-    for name in list(touched):
+    for name in touched:
         module = slim.get_submodule(name) if name else slim
         if isinstance(module, nn.MultiheadAttention) and not isinstance(module, PrunedMultiheadAttention):
             sizes[name] = _rebuild_attention(slim, name, module, kept)
@@ -226,10 +226,6 @@ def remove_channels(model: nn.Module, example_input: Any, *, graph: DependencyGr
                                                      (nn.MultiheadAttention, PrunedMultiheadAttention)):
             continue  # rebuilt with its attention module
         sizes[name] = {"type": type(module).__name__, **_rebuild(module, name, kept, done)}
-    for name, module in slim.named_modules():  # masks of untouched modules that are all ones
-        for key in [k for k in module._buffers if k.endswith(MASK_SUFFIX)]:
-            if name in touched and bool(module._buffers[key].all()):
-                del module._buffers[key]
     slim._shrinkbench_architecture = sizes  # type: ignore[attr-defined]
     if check:
         check_same_outputs(model, slim, example_input)
@@ -238,27 +234,17 @@ def remove_channels(model: nn.Module, example_input: Any, *, graph: DependencyGr
 
 
 def check_trains(slim: nn.Module, example_input: Any) -> None:
-    """Refuse a slim model that cannot run in training mode (a branch only training takes, unseen
-    when the model was traced, still expects the removed channels). Buffers are restored."""
+    """Refuse a slim model that cannot run in training mode (a backstop: the model was traced in
+    training mode too). Mode, buffers and the global random state are left as they were."""
     inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-    # batch statistics need two examples: a single one is given twice
-    inputs = [torch.cat([t, t]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1 else t
-              for t in inputs]
-    saved = {k: v.clone() for k, v in slim.state_dict().items()}
-    mode = slim.training
-    slim.train()
-    devices = sorted({t.device.index or 0 for t in slim.parameters() if t.is_cuda})
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # dropout: not the caller's RNG
-            slim(*inputs)
+        with training_trial(slim):
+            slim(*twice_if_single(tuple(inputs)))
     except Exception as exc:
         detail = " ".join(str(exc).split())[:160]
-        raise PruningError(f"the slim model fails in training mode ({detail}): a branch that only "
-                           "training takes uses removed channels; trace and prune the model in "
-                           "training mode, or pin that branch's channels with ignore=") from None
-    finally:
-        slim.train(mode)
-        slim.load_state_dict(saved)
+        raise PruningError(f"the slim model fails in training mode ({detail}): its training "
+                           "forward uses removed channels in a way tracing could not see; pin "
+                           "those channels with ignore=") from None
 
 
 def architecture(model: nn.Module) -> dict[str, dict[str, Any]]:

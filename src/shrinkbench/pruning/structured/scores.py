@@ -34,15 +34,11 @@ def _per_class(graph: DependencyGraph, group: Group, rows: dict[str, Tensor],
                 positions.setdefault(param, []).append((i, index))
     for param, found in positions.items():
         index = torch.cat([idx for _, idx in found])
-        owner = torch.cat([torch.full((len(idx),), i, dtype=torch.int64) for i, idx in found])
+        owner = torch.tensor([i for i, _ in found]).repeat_interleave(
+            torch.tensor([len(idx) for _, idx in found]))
         values = rows[param].detach().double().cpu().index_select(0, index)
         out.index_add_(0, owner, values)
     return out
-
-
-def _weights_of(group: Group) -> set[str]:
-    """The producing weights of a group (the filters, or attention projections, that make it)."""
-    return set(group.producer_params)
 
 
 def _normalized(scores: dict[int, Tensor], normalize: bool) -> dict[int, Tensor]:
@@ -57,13 +53,13 @@ def _normalized(scores: dict[int, Tensor], normalize: bool) -> dict[int, Tensor]
 
 def _norm_score(graph: DependencyGraph, ctx: ScoreContext, p: int, normalize: bool) -> dict[int, Tensor]:
     rows = {}
-    for name in {q for g in graph.groups for q in _weights_of(g)}:
+    for name in {q for g in graph.groups for q in g.producer_params}:
         w = _param(ctx.model, name).float()
         flat = w.reshape(w.shape[0], -1)
         rows[name] = flat.abs().sum(1) if p == 1 else flat.pow(2).sum(1)
     scores = {}
     for g in graph.groups:
-        s = _per_class(graph, g, rows, _weights_of(g))
+        s = _per_class(graph, g, rows, set(g.producer_params))
         scores[g.index] = s if p == 1 else s.sqrt()
     return _normalized(scores, normalize)
 
@@ -144,8 +140,8 @@ def channel_taylor_score(graph: DependencyGraph, ctx: ScoreContext, normalize: b
             h.remove()
     rows = {f"{m}.weight": t for m, t in totals.items() if t is not None}
     # groups made only by other layers (attention heads) have no activation here: not pruned
-    scores = {g.index: _per_class(graph, g, rows, _weights_of(g)) for g in graph.groups
-              if _weights_of(g) & set(rows)}
+    scores = {g.index: _per_class(graph, g, rows, set(g.producer_params)) for g in graph.groups
+              if set(g.producer_params) & set(rows)}
     return _normalized(scores, normalize)
 
 

@@ -1,7 +1,7 @@
 """Which channels to remove: global or layerwise allocation to a target, with exact cost counting.
 
-Targets: `compression` (all parameters / parameters left), `speedup` (dense MACs of the convolution
-and linear layers / MACs left) or `channels` (prunable channels / channels left). The smallest removal
+Targets: `compression` (all parameters / parameters left), `speedup` (dense MACs / MACs left, the
+MACs of layers that do not lose channels counted as a fixed cost) or `channels` (prunable channels / channels left). The smallest removal
 that reaches the target is chosen (channels come whole, so the result reaches at least the target,
 overshooting by less than one channel's cost; a layerwise channel target removes the ceiling of the
 fraction from each group). Every group keeps at least one channel, which can leave a target out of
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -125,6 +126,23 @@ def _smallest(n: int, reaches) -> int:
     return lo
 
 
+def _rounded(removal: Any, groups: list, ranked: dict[int, list[int]], round_to: int) -> Any:
+    """`removal` with each group's kept count rounded up to a multiple of `round_to`."""
+    group_of = {c: g.index for g in groups for c in g.classes}
+
+    def rounded(k: int) -> list[int]:
+        count: dict[int, int] = {}
+        for c in removal(k):
+            count[group_of[c]] = count.get(group_of[c], 0) + 1
+        out = []
+        for g in groups:
+            keep = min(g.size, -(-(g.size - count.get(g.index, 0)) // round_to) * round_to)
+            out.extend(ranked[g.index][:g.size - keep])
+        return out
+
+    return rounded
+
+
 def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], allocation: str,
            target: str, amount: float, round_to: int = 1) -> tuple[list[int], Cost]:
     """Classes to remove (lowest scores first) reaching `amount` of `target`, and the resulting cost.
@@ -183,18 +201,7 @@ def select(model: nn.Module, graph: DependencyGraph, scores: dict[int, Tensor], 
     else:
         raise PruningError(f"structured allocation {allocation!r} is unknown; choose global or layerwise")
     if round_to > 1:
-        group_of = {c: g.index for g in groups for c in g.classes}
-        unrounded = removal
-
-        def removal(k: int) -> list[int]:  # noqa: F811 (the rounded removal replaces the plain one)
-            count: dict[int, int] = {}
-            for c in unrounded(k):
-                count[group_of[c]] = count.get(group_of[c], 0) + 1
-            out = []
-            for g in groups:
-                keep = min(g.size, -(-(g.size - count.get(g.index, 0)) // round_to) * round_to)
-                out.extend(ranked[g.index][:g.size - keep])
-            return out
+        removal = _rounded(removal, groups, ranked, round_to)
     if target == "channels":
         removed = removal(min(channel_k, steps))
         cost = costs.cost(removed)
