@@ -134,3 +134,139 @@ def latency_metrics(theoretical: float, structured: bool, compression: float, rn
         out["latency_sparse_ms"] = dense / (0.5 * theoretical)
         out["speedup_measured_sparse"] = 0.5 * theoretical
     return out
+
+
+# --- a store of pruning schedules -------------------------------------------------------------------
+# LeNet-300-100 on MNIST, GlobalMagWeight pruned one-shot, iteratively, gradually and as a lottery
+# ticket (rewind to init) with its reinit and random controls, and the unpruned control, with the
+# metrics each run records (as experiment.scheduled writes them). Costs in closed form: forward MACs
+# per example FORWARD, EXAMPLES per epoch, STEPS_PER_EPOCH optimizer steps per epoch; a step at
+# density d costs 3 * FORWARD * d per example.
+FORWARD = sum(m for _, m in LAYERS["lenet300"].values())
+EXAMPLES = 10_000
+STEPS_PER_EPOCH = 100
+DENSE_EPOCHS = 10
+FINETUNE_EPOCHS = 2
+RATE = 0.2
+SCHEDULES = {  # key -> (schedule.kind, control, schedule_name as the runner writes it, accuracy slope)
+    "oneshot": ("oneshot", "none", "one-shot", 0.010),
+    "iterative": ("iterative", "none", "iterative 20%/round", 0.006),
+    "gradual": ("gradual", "none", "gradual", 0.008),
+    "lottery": ("lottery", "none", "lottery (rewind init)", 0.004),
+    "reinit": ("lottery", "reinit", "lottery (rewind init) reinit control", 0.030),
+    "random": ("lottery", "random", "lottery (rewind init) random control", 0.040),
+    "init": ("oneshot", "none", "one-shot at init", 0.020),  # pruned at initialization
+}
+
+
+def epoch_macs(density: float, epochs: float = 1.0) -> float:
+    """Training MACs of `epochs` epochs at a whole-model MAC density."""
+    return 3.0 * FORWARD * density * EXAMPLES * epochs
+
+
+DENSE_MACS = epoch_macs(1.0, DENSE_EPOCHS)
+
+
+def round_compressions(target: float, rate: float = RATE) -> list[float]:
+    """The compression after each round of pruning `rate` of the remaining weights, the last at the target."""
+    out, kept = [], 1.0
+    while 1.0 / kept < target - 1e-9:
+        kept = max(kept * (1.0 - rate), 1.0 / target)
+        out.append(1.0 / kept)
+    return out
+
+
+def gradual_path(target: float, steps: int = FINETUNE_EPOCHS * STEPS_PER_EPOCH,
+                 every: int = 25) -> tuple[list[int], list[float]]:
+    """Zhu & Gupta's cubic schedule from step 0 to three quarters of `steps`, every `every` steps."""
+    end = 3 * steps // 4
+    at = list(range(0, end + 1, every))
+    final = 1.0 - 1.0 / target
+    return at, [final * (1.0 - (1.0 - s / end) ** 3) for s in at]
+
+
+def schedule_run(kind: str, c: float) -> dict:
+    """Path, rounds and cost of one schedule at compression `c` (test accuracy added by the caller)."""
+    if c == 1:
+        return {"path_step": [0], "path_compression": [1.0], "train_epochs": DENSE_EPOCHS + FINETUNE_EPOCHS,
+                "train_macs": DENSE_MACS + epoch_macs(1.0, FINETUNE_EPOCHS)}
+    if kind == "oneshot":
+        return {"path_step": [0], "path_compression": [c], "train_epochs": DENSE_EPOCHS + FINETUNE_EPOCHS,
+                "train_macs": DENSE_MACS + epoch_macs(1 / c, FINETUNE_EPOCHS)}
+    if kind == "init":  # no dense model: the dense recipe trains the sparse network, then fine-tuning
+        return {"path_step": [0], "path_compression": [c], "train_epochs": DENSE_EPOCHS + FINETUNE_EPOCHS,
+                "train_macs": epoch_macs(1 / c, DENSE_EPOCHS + FINETUNE_EPOCHS)}
+    if kind == "iterative":
+        rounds = round_compressions(c)
+        return {"path_step": [k * FINETUNE_EPOCHS * STEPS_PER_EPOCH for k in range(len(rounds))],
+                "path_compression": rounds, "rounds": rounds,
+                "train_epochs": DENSE_EPOCHS + FINETUNE_EPOCHS * len(rounds),
+                "train_macs": DENSE_MACS + sum(epoch_macs(1 / r, FINETUNE_EPOCHS) for r in rounds)}
+    if kind == "gradual":
+        steps, sparsity = gradual_path(c)
+        compressions = [1 / (1 - s) for s in sparsity]
+        per_step = [compressions[max(i for i, s in enumerate(steps) if s <= t)]
+                    for t in range(FINETUNE_EPOCHS * STEPS_PER_EPOCH)]
+        return {"path_step": steps, "path_compression": compressions,
+                "train_epochs": DENSE_EPOCHS + FINETUNE_EPOCHS,
+                "train_macs": DENSE_MACS + sum(epoch_macs(1 / r, 1 / STEPS_PER_EPOCH) for r in per_step)}
+    if kind == "random":  # random pruning to the ticket's sparsity at the rewound weights, trained once
+        return {"path_step": [0], "path_compression": [c], "rounds": [c], "train_epochs": 2 * DENSE_EPOCHS,
+                "train_macs": DENSE_MACS + epoch_macs(1 / c, DENSE_EPOCHS)}
+    rounds = round_compressions(c)  # lottery: each round retrains the rewound ticket with the dense recipe
+    out = {"path_step": [k * DENSE_EPOCHS * STEPS_PER_EPOCH for k in range(len(rounds))],
+           "path_compression": rounds, "rounds": rounds,
+           "train_epochs": DENSE_EPOCHS * (1 + len(rounds)),
+           "train_macs": DENSE_MACS + sum(epoch_macs(1 / r, DENSE_EPOCHS) for r in rounds)}
+    if kind == "reinit":
+        # the ticket's path and cost up to its final mask, then that mask trained once from a new
+        # initialization: the same cost as the ticket, whose last round trains the same mask; one round
+        out["rounds"] = [c]
+    return out
+
+
+def build_schedule_store(out: Path, seeds=(0, 1), compressions=(1, 4, 8),
+                         schedules=("oneshot", "iterative", "gradual", "lottery", "reinit", "random")) -> Path:
+    """A store of GlobalMagWeight on LeNet-300-100 under each schedule in `schedules` (compression 1:
+    the unpruned control, one-shot), with the path, round and cost metrics a scheduled run records."""
+    layers = LAYERS["lenet300"]
+    total = sum(p for p, _ in layers.values())
+    top1, top5 = DENSE_ACC["lenet300"]
+    with Store(out) as store:
+        for name in schedules:
+            kind, control, schedule_name, slope = SCHEDULES[name]
+            for c in compressions:
+                if c == 1 and name != "oneshot":
+                    continue  # the one control serves every schedule
+                for seed in seeds:
+                    run_id = f"lenet300-{name}-{c}-{seed}"
+                    config = _config("mnist", "lenet300", "global_magnitude" if c != 1 else "none", c, seed)
+                    config["schedule"] = {"kind": kind if c != 1 else "oneshot",
+                                          "at_init": name == "init" and c != 1,
+                                          "rate": RATE, "rewind": "0it", "control": control}
+                    store.register(run_id, "prune", config)
+                    store.start(run_id)
+                    run = schedule_run(name if c != 1 else "oneshot", c)
+                    drop = slope * np.log2(c) ** 1.6
+                    post1 = top1 - drop + 0.001 * seed
+                    kept = int(round(total / c))
+                    metrics = {
+                        "dense_test_acc1": top1, "dense_test_acc5": top5, "pre_test_acc1": post1 - 0.05,
+                        "post_test_acc1": post1, "post_val_acc1": post1, "post_test_acc5": top5,
+                        "params_total": total, "params_nonzero": kept, "compression_ratio": total / kept,
+                        "macs_dense": FORWARD, "macs_sparse": FORWARD / c, "speedup": c,
+                        "schedule": kind if c != 1 else "oneshot",
+                        "schedule_name": schedule_name if c != 1 else "one-shot",
+                        "path_step": run["path_step"], "path_compression": run["path_compression"],
+                        "path_sparsity": [1 - 1 / r for r in run["path_compression"]],
+                        "train_epochs": float(run["train_epochs"]),
+                        "train_steps": int(round(run["train_epochs"] * STEPS_PER_EPOCH)),
+                        "train_macs": float(run["train_macs"]),
+                    }
+                    if run.get("rounds"):  # the last round ends where the run ends
+                        metrics["round_compression"] = run["rounds"]
+                        metrics["round_test_acc1"] = [top1 - slope * np.log2(r) ** 1.6 + 0.001 * seed
+                                                      for r in run["rounds"][:-1]] + [post1]
+                        metrics["round_val_acc1"] = metrics["round_test_acc1"]
+                    store.finish(run_id, metrics)
+    return out

@@ -80,7 +80,11 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     from ..results.files import RUNS_DIR
 
     folder = os.path.join(out_dir, RUNS_DIR, cfg.run_id)
+    from ..experiment.schedules import schedule_name
+
     target = "" if cfg.pruning.target == "compression" else f" ({cfg.pruning.target})"
+    if not cfg.schedule.is_default:
+        target += f" [{schedule_name(cfg)}]"
     measured = metrics.get("speedup_measured")
     measured = "" if measured is None else f" (measured {_number(measured):.2f}x)"
     channels = metrics.get("channels_kept_fraction")

@@ -87,9 +87,13 @@ def static_info(cfg: Config) -> Any:
         return dataset_info(d.name, **d.options)
 
 
-def build_model(cfg: Config, info: Any, device: torch.device | None = None) -> nn.Module:
-    """The zoo model for the data set, initialized from the config seed alone, on `device`."""
-    seed = derive_seed(cfg.seed, "init")
+def build_model(cfg: Config, info: Any, device: torch.device | None = None,
+                init: str = "init") -> nn.Module:
+    """The zoo model for the data set, initialized from the config seed alone, on `device`.
+
+    `init` names the draw: "init" is the dense model's initialization; another name (a lottery
+    ticket's re-initialization control) draws other weights from the same distribution."""
+    seed = derive_seed(cfg.seed, init)
     generator = torch.Generator().manual_seed(seed)
     m = cfg.model
     with seeded_rng(seed, torch.device("cpu")), options_used("model.options", m.options,

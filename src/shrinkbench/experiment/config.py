@@ -147,6 +147,14 @@ class PruningConfig(_Section):
     ignore: tuple[str, ...] = _f((), "qualified parameter or module names never pruned")
     score_batches: int = _f(1, "training batches (chosen by the seed) that feed gradient and "
                             "activation scores", check="positive")
+    allocation: str | None = _f(None, "how kept weights are shared among tensors, overriding the "
+                                "strategy's own: global, layerwise (alias uniform: the same density "
+                                "in every tensor) or erk (Erdos-Renyi-Kernel); unstructured "
+                                "strategies only", names="allocation")
+    classifier_rate: float = _f(1.0, "layerwise allocation: the classifier's pruning rate relative "
+                                "to the other tensors' (0.5: half as many of its remaining weights "
+                                "pruned at each step, as Frankle & Carbin prune the output layer); "
+                                "needs include_classifier", check="positive")
     options: dict[str, Any] = _f(help="keyword options of the strategy's score function "
                                  "(`shrinkbench list strategies` shows them)", factory=dict)
 
@@ -169,6 +177,16 @@ class PruningConfig(_Section):
             raise ConfigError(f"{field_path('target')}: {self.target!r} needs a structured (channel) "
                               f"strategy; {STRATEGIES.shown(self.strategy)} prunes single weights to a "
                               "compression")
+        if self.allocation is not None and structured:
+            raise ConfigError(f"{field_path('allocation')}: {self.allocation!r} applies to single "
+                              f"weights; {STRATEGIES.shown(self.strategy)} removes whole channels")
+        if self.classifier_rate != 1.0:
+            allocation = self.allocation or STRATEGIES.get(self.strategy).allocation
+            if not self.include_classifier or allocation != "layerwise":
+                raise ConfigError(f"{field_path('classifier_rate')}: {self.classifier_rate:g} needs "
+                                  "include_classifier: true and a layerwise allocation (got "
+                                  f"include_classifier {str(self.include_classifier).lower()}, "
+                                  f"allocation {allocation})")
         valid, required = strategy_options(self.strategy)
         check_options(field_path("options"), self.options, valid, STRATEGIES.shown(self.strategy))
         object.__setattr__(self, "options", without_defaults(self.options, strategy_defaults(self.strategy)))
@@ -193,6 +211,74 @@ class LatencyConfig(_Section):
                       "(unstructured masks, CPU)")
 
 
+SCHEDULE_KINDS = ("oneshot", "iterative", "gradual", "lottery")
+CONTROLS = ("none", "reinit", "random", "shuffle")
+# The fields each schedule kind reads; another kind refuses them when they differ from the default.
+_SCHEDULE_FIELDS = {
+    "at_init": ("oneshot", "gradual"),
+    "rate": ("iterative", "lottery"),
+    "round_epochs": ("iterative",),
+    "rewind": ("lottery",),
+    "control": ("lottery",),
+    "begin": ("gradual",),
+    "end": ("gradual",),
+    "frequency": ("gradual",),
+    "initial_sparsity": ("gradual",),
+}
+
+
+@dataclass(frozen=True)
+class ScheduleConfig(_Section):
+    """When pruning happens during training: once, in rounds, gradually, or as lottery tickets."""
+
+    kind: str = _f("oneshot", "oneshot (prune the trained dense model once, then fine-tune), "
+                   "iterative (rounds of prune then fine-tune), gradual (Zhu & Gupta's cubic "
+                   "schedule during training) or lottery (iterative magnitude pruning with "
+                   "rewinding, Frankle & Carbin)", check="schedule_kind")
+    at_init: bool = _f(False, "oneshot/gradual: start from the initialized model instead of the "
+                       "trained dense one; the dense recipe then trains the sparse network, "
+                       "followed by the fine-tuning recipe")
+    rate: float = _f(0.2, "iterative/lottery: fraction of the remaining prunable weights pruned "
+                     "per round; the last round stops at the target compression",
+                     check="unit_interior")
+    round_epochs: int | None = _f(None, "iterative: fine-tuning epochs after each round "
+                                  "(default: finetune.epochs)", check="positive")
+    rewind: int | str = _f("0it", "lottery: where surviving weights are rewound to: 0 (initialization), "
+                     "Nep (after N epochs of dense training) or Nit (after N steps)", check="step")
+    control: str = _f("none", "lottery: none (the ticket), or a control with the ticket's final "
+                      "sparsity: reinit (its mask, weights re-initialized), random (random "
+                      "pruning) or shuffle (its mask shuffled within each tensor)",
+                      check="control")
+    begin: int | str = _f("0it", "gradual: first pruning step (Nit steps or Nep epochs into the "
+                    "training phase)", check="step")
+    end: int | str | None = _f(None, "gradual: last pruning step, where the target is reached "
+                         "(default: three quarters of the training phase)", check="step")
+    frequency: int = _f(100, "gradual: optimizer steps between pruning steps", check="positive")
+    initial_sparsity: float = _f(0.0, "gradual: sparsity of the prunable weights at the first "
+                                 "pruning step (s_i in Zhu & Gupta)", check="unit_open")
+
+    def __post_init__(self) -> None:
+        check_section(self)
+        for name in ("rewind", "begin", "end"):  # one spelling per step: 0, "0" and "0it" are one run
+            value = getattr(self, name)
+            if value is not None:
+                text = str(value).replace(" ", "")
+                object.__setattr__(self, name, text + "it" if text.isdigit() else text)
+        for name, kinds in _SCHEDULE_FIELDS.items():
+            if self.kind not in kinds and getattr(self, name) != _SCHEDULE_DEFAULTS[name]:
+                raise ConfigError(f"{field_path(name)}: applies to schedule kind "
+                                  f"{' or '.join(kinds)}, not {self.kind}")
+
+    @property
+    def is_default(self) -> bool:
+        """One-shot pruning of the trained dense model (the schedule of runs without one)."""
+        return self.kind == "oneshot" and all(getattr(self, name) == default
+                                              for name, default in _SCHEDULE_DEFAULTS.items())
+
+
+_SCHEDULE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ScheduleConfig)}
+
+
 def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
@@ -207,6 +293,7 @@ class Config(_Section):
     pruning: PruningConfig = _f(help="the pruning", factory=PruningConfig)
     finetune: RecipeConfig = _f(help="the fine-tuning recipe after pruning", factory=_finetune_recipe)
     latency: LatencyConfig = _f(help="the latency measurement of each run", factory=LatencyConfig)
+    schedule: ScheduleConfig = _f(help="when pruning happens during training", factory=ScheduleConfig)
     seed: int = _f(0, "fixes data order, initialization, validation split, pruning and score "
                    "batches", check="nonnegative")
     threads: int = _f(1, "intra-op CPU threads of the run; part of the run id, since CPU results "
@@ -247,6 +334,19 @@ class Config(_Section):
 
 def _cross_checks(cfg: Config) -> None:
     """Rules that span sections (each section checks its own when it is built)."""
+    if cfg.is_control and not cfg.schedule.is_default:
+        # the unpruned control prunes nothing: every schedule shares the one control run
+        object.__setattr__(cfg, "schedule", ScheduleConfig())
+    s = cfg.schedule
+    if not s.is_default:
+        if STRATEGIES.get(cfg.pruning.strategy).structured:
+            raise ConfigError(f"schedule.kind: {s.kind}{' at init' if s.at_init else ''} prunes "
+                              "single weights over time; structured strategies "
+                              f"({STRATEGIES.shown(cfg.pruning.strategy)}) run one-shot")
+        if (s.kind == "lottery" or s.at_init) and cfg.dense.source != "train":
+            raise ConfigError(f"dense.source: schedule {s.kind}"
+                              f"{' at init' if s.at_init else ''} starts from the initialization "
+                              "of a trained dense model: it needs dense.source: train")
     if cfg.dense.source == "train" and cfg.dense.recipe.epochs < 1:
         raise ConfigError("dense.recipe.epochs: expected an integer >= 1 to train the dense model, "
                           f"got {cfg.dense.recipe.epochs}")
@@ -330,6 +430,6 @@ def dense_config(cfg: Config) -> dict[str, Any]:
     return {key: tree[key] for key in (*DENSE_SECTIONS, "device")}
 
 
-__all__ = ["Config", "LatencyConfig", "DataConfig", "ModelConfig", "RecipeConfig", "DenseConfig", "PruningConfig",
+__all__ = ["Config", "LatencyConfig", "ScheduleConfig", "SCHEDULE_KINDS", "CONTROLS", "DataConfig", "ModelConfig", "RecipeConfig", "DenseConfig", "PruningConfig",
            "CONTROL", "UNHASHED", "load_config", "apply_overrides", "config_from_dict",
            "config_to_dict", "run_id", "dense_id", "dense_config"]

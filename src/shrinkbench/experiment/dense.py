@@ -154,7 +154,10 @@ def _train(cfg: Config, did: str, folder: Path, progress: bool, on_epoch: EpochH
                optimizer_state=state.get("optimizer"), on_epoch=on_epoch, save=save,
                checkpoint_every=cfg.checkpoint_every, progress=progress)
     stats, layers = summarize(model, bundle.info, device)
+    from .schedules import dense_cost  # the training spent on it, in the units of pruned runs
+
     metrics = {**split_metrics("dense", model, bundle, autocast), **stats,
+               **dense_cost(recipe, bundle.train, stats["macs_dense"]).as_metrics(),
                "time_dense_s": before + time.perf_counter() - began, "env": environment(device)}
     save_state_dict(folder / MODEL_FILE, model_state(model))
     write_csv(folder / EPOCHS_FILE, rows)

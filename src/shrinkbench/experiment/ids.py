@@ -24,8 +24,9 @@ _UNHASHED_TOP = {key for key in UNHASHED if "." not in key}
 _CACHE = "_sb_json"
 # Fields added after run ids were first published: hashed only when they differ from their
 # default, so that every earlier run keeps its id (and a finished run is still found).
-_HASHED_IF_SET = {"pruning": {"target": "compression", "round_to": 1}}
-_SECTIONS_IF_SET = ("latency",)
+_HASHED_IF_SET = {"pruning": {"target": "compression", "round_to": 1, "allocation": None,
+                               "classifier_rate": 1.0}}
+_SECTIONS_IF_SET = ("latency", "schedule")
 
 
 def canonical_json(value: Any) -> str:

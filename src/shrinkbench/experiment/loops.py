@@ -17,6 +17,7 @@ from .config import RecipeConfig
 from .optim import lr_at, make_optimizer, set_lr
 
 EpochHook = Callable[[str, int, dict[str, Any]], None]
+StepHook = Callable[[int], None]  # called after every optimizer step with the batch's size
 SaveHook = Callable[[int, torch.optim.Optimizer, list[dict[str, Any]]], None]
 
 
@@ -47,13 +48,23 @@ def train_epoch(
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     channels_last: bool = False,
     bar: Any = None,
+    skip: int = 0,
+    limit: int | None = None,
+    on_step: StepHook | None = None,
 ) -> dict[str, float]:
-    """One pass of SGD steps; returns the running mean loss and top-1 accuracy over the epoch."""
+    """One pass of SGD steps; returns the running mean loss and top-1 accuracy over the epoch.
+
+    `skip` passes over the first batches (the data order stays the epoch's), `limit` stops after
+    that many batches of the epoch; `on_step(batch size)` runs after each step."""
     model.train()
     loss_sum: torch.Tensor | None = None
     correct: torch.Tensor | None = None
     n = 0
-    for x, y in loader:
+    for index, (x, y) in enumerate(loader):
+        if index < skip:
+            continue
+        if limit is not None and index >= limit:
+            break
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
@@ -70,6 +81,8 @@ def train_epoch(
         loss_sum.add_(loss.detach(), alpha=batch)
         correct.add_(out.detach().argmax(1).eq(y).sum())
         n += batch
+        if on_step is not None:
+            on_step(batch)
         if bar is not None:
             bar.update()
     if n == 0:
@@ -106,11 +119,28 @@ def fit(
     save: SaveHook | None = None,
     checkpoint_every: int = 1,
     progress: bool = False,
+    start_step: int | None = None,
+    stop_step: int | None = None,
+    on_step: StepHook | None = None,
+    rng_phase: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `recipe.epochs` epochs from `start_epoch`, one row of train/val metrics per epoch."""
+    """Train `recipe.epochs` epochs from `start_epoch`, one row of train/val metrics per epoch.
+
+    `start_step`/`stop_step` (optimizer steps from the start of the recipe) begin or end inside an
+    epoch, in the recipe's own data order: a rewound network resumes at step k, and training up to
+    step k reproduces the weights a full run had there. `on_step(batch size)` runs after each step.
+    `rng_phase` (default `phase`) names the random draws (dropout) of each epoch.
+    """
     from tqdm.auto import tqdm
 
     rows = list(rows or [])
+    per_epoch = len(train)
+    skip = 0
+    if start_step is not None:
+        start_epoch, skip = divmod(start_step, max(per_epoch, 1))
+    end_epoch = recipe.epochs
+    if stop_step is not None:
+        end_epoch = min(end_epoch, -(-stop_step // max(per_epoch, 1)))
     if on_epoch is not None:
         for row in rows:  # resumed: report the epochs done before the interruption too
             on_epoch(phase, int(row["epoch"]), row)
@@ -119,20 +149,25 @@ def fit(
         optimizer.load_state_dict(optimizer_state)
     held = hold(optimizer, model)  # pruned entries stay exactly zero after every step
     loss_fn = nn.CrossEntropyLoss()
-    remaining = recipe.epochs - start_epoch
+    remaining = end_epoch - start_epoch
     progress = progress and remaining > 0 and sys.stderr.isatty()
     bar = tqdm(total=remaining * len(train), desc=phase, unit="batch", leave=False,
                disable=not progress, dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch, recipe.epochs):
+        for epoch in range(start_epoch, end_epoch):
             lr = lr_at(recipe, epoch)
             set_lr(optimizer, lr)
             train.set_epoch(epoch)
             began = time.perf_counter()
-            with seeded_rng(derive_seed(seed, phase, epoch), device):
+            with seeded_rng(derive_seed(seed, rng_phase or phase, epoch), device):
                 row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+                limit = None
+                if stop_step is not None and stop_step < (epoch + 1) * per_epoch:
+                    limit = stop_step - epoch * per_epoch
                 row.update(train_epoch(model, train, optimizer, loss_fn, autocast=autocast,
-                                       channels_last=channels_last, bar=bar if progress else None))
+                                       channels_last=channels_last, bar=bar if progress else None,
+                                       skip=skip if epoch == start_epoch else 0, limit=limit,
+                                       on_step=on_step))
             row["time_s"] = time.perf_counter() - began
             val_metrics = evaluate_split(model, val, autocast)
             for key, value in (val_metrics or {}).items():
@@ -146,7 +181,7 @@ def fit(
                 on_epoch(phase, epoch + 1, row)
             done = epoch + 1
             if save is not None and checkpoint_every and (done % checkpoint_every == 0
-                                                          or done == recipe.epochs):
+                                                          or done == end_epoch):
                 save(done, optimizer, rows)
     finally:
         held.remove()

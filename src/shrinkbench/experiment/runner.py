@@ -14,9 +14,9 @@ from typing import Any
 from torch import nn
 
 from ..common import CONFIG_FILE, EPOCHS_FILE, LAYERS_FILE, METRICS_FILE, MODEL_FILE
-from ..errors import PruningError, StoreError
+from ..errors import StoreError
 from ..models import load_weights
-from ..pruning import masked_parameters, prune
+from ..pruning import prune
 from ..pruning.masks import load_state_dict
 from ..pruning.structured import apply_architecture, architecture, remove_channels, slim_payload
 from ..results.files import run_dir, write_csv, write_json, write_yaml
@@ -27,6 +27,8 @@ from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epoch
                     split_metrics, summarize)
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, fit, seeded_rng
+from .schedules import Cost, classifier_rates, dense_cost, schedule_name
+from .scheduled import check_masks_hold, run_scheduled
 from .speed import measure_speed
 from .validate import strategy_shown
 
@@ -55,7 +57,8 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
                          loss_fn=nn.CrossEntropyLoss(), seed=cfg.seed,
                          include_classifier=p.include_classifier, include_bias=p.include_bias,
                          ignore=tuple(p.ignore), options=p.options, target=p.target,
-                         round_to=p.round_to)
+                         round_to=p.round_to, allocation=p.allocation,
+                         layer_rates=classifier_rates(cfg, model))
     finally:
         model.train()
 
@@ -77,14 +80,20 @@ def _remove(model: nn.Module, result: Any, stats: dict[str, Any], bundle: Any,
     }
 
 
-def check_masks_hold(model: nn.Module) -> None:
-    """Refuse a model in which a masked-out entry is not exactly zero (the masks did not hold)."""
-    for name, module, local, mask in masked_parameters(model):
-        weight = module._parameters[local]
-        leaked = int((weight.detach()[mask == 0] != 0).sum())
-        if leaked:
-            raise PruningError(f"{name}: {leaked} pruned entries are not zero at the end of the run; "
-                               "the masks did not hold (was a Parameter replaced during training?)")
+def oneshot_cost(cfg: Config, metrics: dict[str, Any], train: Any) -> dict[str, Any]:
+    """Training cost and sparsity path of a one-shot run: the dense training at dense MACs, then
+    fine-tuning at the pruned model's MACs; one pruning step, before fine-tuning."""
+    dense = dense_cost(cfg.dense.recipe, train, metrics["macs_dense"])
+    tuned = dense_cost(cfg.finetune, train, metrics["macs_sparse"])
+    total = Cost(dense.epochs + tuned.epochs, dense.steps + tuned.steps, dense.macs + tuned.macs)
+    out: dict[str, Any] = {**total.as_metrics(), "schedule": "oneshot",
+                           "schedule_name": schedule_name(cfg)}
+    if cfg.is_control:
+        out.update(path_step=[], path_sparsity=[], path_compression=[])
+    else:
+        out.update(path_step=[0], path_sparsity=[1.0 - metrics["params_nonzero"] / max(metrics["params_total"], 1)],
+                   path_compression=[metrics["compression_ratio"]])
+    return out
 
 
 def _cached(folder: Path, on_epoch: EpochHook | None) -> dict[str, Any]:
@@ -94,7 +103,7 @@ def _cached(folder: Path, on_epoch: EpochHook | None) -> dict[str, Any]:
         raise StoreError(f"{folder / METRICS_FILE} cannot be read")
     if on_epoch is not None:
         for row in read_epochs(folder / EPOCHS_FILE):
-            on_epoch(PHASE, row["epoch"], row)
+            on_epoch(row.get("phase") or PHASE, row["epoch"], row)
     return metrics
 
 
@@ -103,6 +112,8 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
     rid = cfg.run_id
     began = time.perf_counter()
     write_yaml(folder / CONFIG_FILE, config_to_dict(cfg))
+    if not cfg.schedule.is_default:
+        return run_scheduled(cfg, folder, out_dir, progress, on_epoch)
     device = resolve_device(cfg.device)
     autocast = autocast_factory(device, cfg.precision)
     ckpt_path = folder / CHECKPOINT
@@ -166,6 +177,7 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
         dense = build_model(cfg, bundle.info, device)
         load_weights(dense, dense_file)
         metrics.update(measure_speed(cfg, model, dense, bundle.info, device))
+    metrics.update(oneshot_cost(cfg, metrics, bundle.train))
     metrics["time_total_s"] = before + time.perf_counter() - began
     metrics["env"] = environment(device)
     metrics["strategy_name"] = strategy_shown(cfg.pruning.strategy)  # what every table calls it

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 from ..data import DATASETS, dataset_info
 from ..errors import ConfigError, UnknownNameError
 from ..models import MODELS, model_info
-from ..pruning import STRATEGIES
+from ..pruning import ALLOCATIONS, STRATEGIES
 from ..registry import Registry
 from .optim import OPTIMIZERS, SCHEDULES
 
@@ -46,6 +46,13 @@ CHECKS.add("val_size", _range(lambda v: v >= 0 if isinstance(v, int) else 0 <= v
                               "an integer >= 0 or a fraction in [0, 1)"))
 CHECKS.add("target", _range(lambda v: v in ("compression", "speedup", "channels"),
                            "one of: compression, speedup, channels"))
+CHECKS.add("unit_interior", _range(lambda v: 0 < v < 1, "a number in (0, 1)"))
+CHECKS.add("schedule_kind", _range(lambda v: v in ("oneshot", "iterative", "gradual", "lottery"),
+                                   "one of: oneshot, iterative, gradual, lottery"))
+CHECKS.add("control", _range(lambda v: v in ("none", "reinit", "random", "shuffle"),
+                             "one of: none, reinit, random, shuffle"))
+CHECKS.add("step", _range(lambda v: not isinstance(v, bool) and re.fullmatch(r"\d+ *(ep|it)?", str(v).strip()) is not None,
+                          "a step such as 0, 3ep (epochs) or 500it (optimizer steps)"))
 CHECKS.add("precision", _range(lambda v: v in ("fp32", "bf16"), "one of: fp32, bf16"))
 CHECKS.add("device", _range(lambda v: v in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", v),
                             "one of: auto, cpu, cuda, cuda:N, mps"))
@@ -75,6 +82,7 @@ NAMES.add("model", lambda name: model_info(name).name)
 NAMES.add("dataset", lambda name: dataset_info(name).name)
 NAMES.add("optimizer", OPTIMIZERS.canonical)
 NAMES.add("schedule", SCHEDULES.canonical)
+NAMES.add("allocation", ALLOCATIONS.canonical)
 
 
 def _show(value: Any) -> str:

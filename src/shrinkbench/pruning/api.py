@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable, Mapping
 from torch import Tensor, nn
 
 from ..common import MASK_SUFFIX
-from ..errors import CompressionError, PruningError
-from .allocation import ALLOCATIONS
+from ..errors import CompressionError, PruningError, UnknownNameError
+from .allocation import ALLOCATIONS, Allocation, checked_rates, rated_layerwise_allocation
 from .masks import _resolve, apply_masks, attach_mask, masked_parameters
 from .prunable import prunable_parameters
 from .scores import Batch, ScoreContext
@@ -37,6 +37,7 @@ class PruneResult:
     channels_kept: int | None = None
     graph: Any = field(default=None, repr=False, compare=False)  # structured: the channel groups
     example: Any = field(default=None, repr=False, compare=False)  # structured: the traced input
+    allocation: str | None = None  # unstructured: the allocation used (canonical name)
 
     def __str__(self) -> str:
         if self.structured:
@@ -102,6 +103,36 @@ def _collect_batches(inputs: Any, targets: Any, batches: Iterable[Batch] | None)
     return []
 
 
+def _allocation_name(allocation: Any) -> str:
+    """The canonical name of an allocation, or a PruningError naming the valid ones."""
+    choices = ", ".join(ALLOCATIONS.names() + sorted(ALLOCATIONS.aliases()))
+    if not isinstance(allocation, str):
+        raise PruningError(f"allocation must be a name ({choices}), got {_short(allocation)}")
+    try:
+        return ALLOCATIONS.canonical(allocation)
+    except UnknownNameError:
+        raise PruningError(f"unknown allocation {allocation!r}; choose from: {choices}") from None
+
+
+def _rated(params: Mapping[str, Any], layer_rates: Mapping[str, float], allocation: str,
+           include_classifier: bool) -> Allocation:
+    """The rated layerwise allocation, after checking that the rates fit this request."""
+    if allocation != "layerwise":
+        raise PruningError(f"layer_rates needs the layerwise allocation (alias uniform), not "
+                           f"{allocation!r}: pass allocation='layerwise'")
+    if not isinstance(layer_rates, Mapping):
+        raise PruningError(f"layer_rates must map parameter names to rates, got "
+                           f"{_short(layer_rates)}")
+    missing = [name for name in layer_rates if name not in params]
+    if missing:
+        hint = "" if include_classifier else " (the classifier is pruned with include_classifier=True)"
+        raise PruningError(f"layer_rates names {missing[0]!r}, which is not a pruned parameter"
+                           f"{hint}; pruned: {', '.join(list(params)[:8])}"
+                           f"{', ...' if len(params) > 8 else ''}")
+    rates = checked_rates(layer_rates, list(params))
+    return lambda scores, alive, keep: rated_layerwise_allocation(scores, alive, keep, rates)
+
+
 def prune(
     model: nn.Module,
     strategy: str | Strategy,
@@ -119,6 +150,8 @@ def prune(
     target: str = "compression",
     example_input: Any = None,
     round_to: int = 1,
+    allocation: str | None = None,
+    layer_rates: Mapping[str, float] | None = None,
 ) -> PruneResult:
     """Prune `model` in place with `strategy` to exactly `compression` (total / nonzero params).
 
@@ -130,6 +163,11 @@ def prune(
     first batch, or on `example_input` when given (for inputs whose first dimension is not the
     batch, e.g. sequence-first attention). `round_to` keeps a multiple of it in every channel
     group (faster kernels; structured strategies only).
+
+    `allocation` overrides the strategy's own (`global`, `layerwise` alias `uniform`, `erk`;
+    unstructured strategies only). `layer_rates` (layerwise only) gives relative pruning rates by
+    parameter name: each tensor loses a share of its alive entries proportional to its rate (1 when
+    not named), e.g. `{"fc3.weight": 0.5}` prunes the classifier at half the rate of the rest.
     """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
     options = dict(options or {})
@@ -139,6 +177,10 @@ def prune(
         raise PruningError(f"strategy {strat.name!r} has no option {unknown[0]!r}; valid options: "
                            f"{', '.join(valid) or 'none'}")
     if strat.structured:
+        if allocation is not None or layer_rates is not None:
+            what = "allocation" if allocation is not None else "layer_rates"
+            raise PruningError(f"{what} applies to single weights; {strat.name!r} removes whole "
+                               "channels (its allocation is part of the strategy)")
         return _prune_structured(model, strat, compression, _collect_batches(inputs, targets, batches),
                                  loss_fn, seed, ignore, options, target, example_input, round_to)
     if round_to != 1:
@@ -153,6 +195,10 @@ def prune(
             "the model has no prunable parameters (Conv/Linear weights other than the classifier);"
             " pass include_classifier=True or include_bias=True"
         )
+    allocation_name = strat.allocation if allocation is None else _allocation_name(allocation)
+    allocate: Allocation = ALLOCATIONS.get(allocation_name)
+    if layer_rates is not None:
+        allocate = _rated(params, layer_rates, allocation_name, include_classifier)
     owners = {name: _resolve(model, name) for name in params}
     total, masked_kept = parameter_counts(model)
     prunable_ids = {id(p) for p in params.values()}
@@ -167,6 +213,7 @@ def prune(
             f"compression {compression:g} is below the model's current compression "
             f"{current:.4g}; masks never grow back, so ask for at least that"
         )
+    alive = {name: owner._buffers.get(local + MASK_SUFFIX) for name, (owner, local) in owners.items()}
     ctx = ScoreContext(
         model=model,
         strategy=strat.name,
@@ -174,6 +221,9 @@ def prune(
         loss_fn=loss_fn,
         seed=seed,
         owners=dict(owners),
+        keep=keep,
+        alive=dict(alive),
+        allocate=lambda scores, k: allocate(scores, alive, k),
     )
     scores = strat.score(params, ctx, **options)
     for name, p in params.items():
@@ -184,8 +234,7 @@ def prune(
                 f"strategy {strat.name!r} gave {got} as the score of {name!r}, "
                 f"expected a tensor of shape {tuple(p.shape)}"
             )
-    alive = {name: owner._buffers.get(local + MASK_SUFFIX) for name, (owner, local) in owners.items()}
-    keep_masks = ALLOCATIONS.get(strat.allocation)(scores, alive, keep)
+    keep_masks = allocate(scores, alive, keep)
     kept = {}
     for name, (owner, local) in owners.items():
         attach_mask(owner, local, keep_masks[name], check=False)
@@ -200,6 +249,7 @@ def prune(
         nonzero=nonzero,
         kept=kept,
         sizes={name: p.numel() for name, p in params.items()},
+        allocation=allocation_name,
     )
 
 

@@ -18,7 +18,12 @@ Batch = tuple[Any, Any]
 
 @dataclass
 class ScoreContext:
-    """What a score function may use besides the parameters: the model, data, loss and seed."""
+    """What a score function may use besides the parameters: the model, data, loss and seed.
+
+    `prune()` also sets `keep` (prunable entries that will be kept), `alive` (the current mask of
+    each prunable tensor, None when it has none) and `allocate(scores, k)` (its allocation, bound to
+    `alive` and any layer rates: bool keep-masks keeping exactly k entries), so that an iterative
+    score (SynFlow) can prune with the same allocation between its rounds."""
 
     model: nn.Module
     strategy: str = "custom"
@@ -26,6 +31,9 @@ class ScoreContext:
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
     seed: int = 0
     owners: dict[str, tuple[nn.Module, str]] = field(default_factory=dict)
+    keep: int | None = None
+    alive: dict[str, Tensor | None] = field(default_factory=dict)
+    allocate: Callable[[dict[str, Tensor], int], dict[str, Tensor]] | None = None
 
     def require_batches(self, targets: bool = True) -> Sequence[Batch]:
         """The batches, or a PruningError naming what to pass when there are none."""

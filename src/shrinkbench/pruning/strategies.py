@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from .allocation import ALLOCATIONS
+from .init_scores import grasp_score, snip_score, synflow_score
 from .scores import (
     ScoreContext,
     activation_score,
@@ -116,6 +117,11 @@ _BUILTIN = [
 ]
 for _name, _alias, _fn, _allocation in _BUILTIN:
     register_strategy(_name, _fn, _allocation, aliases=[_alias])
+
+# pruning at initialization (init_scores): SNIP, GraSP, SynFlow, all ranked globally
+register_strategy("snip", snip_score, "global", aliases=["SNIP"])
+register_strategy("grasp", grasp_score, "global", aliases=["GraSP"])
+register_strategy("synflow", synflow_score, "global", aliases=["SynFlow"])
 
 from .structured import scores as _channel  # noqa: E402  (after the registry exists)
 

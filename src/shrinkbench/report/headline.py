@@ -7,9 +7,10 @@ import pandas as pd
 
 from ..results import analysis
 from ..results.names import display_name
-from .tables import fmt_interval, fmt_number, fmt_p, fmt_ratio
+from .tables import fmt_cost_ratio, fmt_interval, fmt_number, fmt_p, fmt_ratio, fmt_times
 
 METRIC = "post_test_top1_pct"
+COST_COLUMN = "Training MACs, best / runner-up"
 
 
 def _is_control(runs: pd.DataFrame) -> np.ndarray:
@@ -29,6 +30,10 @@ def _comparison(comparisons: pd.DataFrame, compression: float, a: str, b: str) -
     row["a"], row["b"] = a, b
     row["mean_diff"] = -row["mean_diff"]
     row["ci95_low"], row["ci95_high"] = -hit.iloc[0]["ci95_high"], -hit.iloc[0]["ci95_low"]
+    if "macs_ratio" in row:  # the cost of a over b
+        row["macs_a"], row["macs_b"] = hit.iloc[0]["macs_b"], hit.iloc[0]["macs_a"]
+        ratio = row["macs_ratio"]
+        row["macs_ratio"] = 1.0 / ratio if ratio and np.isfinite(ratio) else np.nan
     return row
 
 
@@ -37,7 +42,8 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
     strategies significantly worse than the best (Holm-adjusted, from `comparisons`)."""
     pruned = runs[~_is_control(runs)]
     columns = ["compression", "best", "best_mean", "best_ci95", "best_n", "next", "next_mean",
-               "next_ci95", "diff", "diff_low", "diff_high", "p_holm", "significant", "below"]
+               "next_ci95", "diff", "diff_low", "diff_high", "p_holm", "significant", "below", "macs_ratio",
+               "equal_cost"]
     if pruned.empty or metric not in pruned:
         return pd.DataFrame(columns=columns)
     agg = analysis.aggregate(pruned, metrics=[metric], by=("strategy", "compression"))
@@ -50,7 +56,8 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
                   "best_mean": best[f"{metric}_mean"], "best_ci95": best[f"{metric}_ci95"],
                   "best_n": int(best[f"{metric}_n"]), "next": None, "next_mean": np.nan,
                   "next_ci95": np.nan, "diff": np.nan, "diff_low": np.nan, "diff_high": np.nan,
-                  "p_holm": np.nan, "significant": False, "below": []}
+                  "p_holm": np.nan, "significant": False, "below": [], "macs_ratio": np.nan,
+                  "equal_cost": None}
         if len(at) > 1:
             runner = at.iloc[1]
             record.update(next=runner["strategy"], next_mean=runner[f"{metric}_mean"],
@@ -59,6 +66,10 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
             if test is not None:
                 record.update(diff=test["mean_diff"], diff_low=test["ci95_low"], diff_high=test["ci95_high"],
                               p_holm=test["p_holm"], significant=bool(test["significant"]))
+                if "macs_ratio" in test:  # best / runner-up training MACs, where the runs counted them
+                    equal = test["equal_cost"]
+                    record.update(macs_ratio=float(test["macs_ratio"]),
+                                  equal_cost=bool(equal) if isinstance(equal, (bool, np.bool_)) else None)
             for other in at["strategy"].iloc[1:]:
                 test = _comparison(comparisons, compression, best["strategy"], other)
                 if test is not None and test["significant"] and test["mean_diff"] > 0:
@@ -80,6 +91,7 @@ def _mean_ci(mean: float, half: float) -> str:
 
 def winners_table(table: pd.DataFrame) -> pd.DataFrame:
     """The winners as formatted cells: best and runner-up with their 95% intervals, the paired test."""
+    costs = "equal_cost" in table and table["equal_cost"].map(lambda v: v is not None).any()
     rows = []
     for _, r in table.iterrows():
         has_next = r["next"] is not None
@@ -100,6 +112,8 @@ def winners_table(table: pd.DataFrame) -> pd.DataFrame:
             "Significant": verdict,
             "Significantly worse than the best": ", ".join(display_name(s) for s in r["below"]) or "none",
         })
+        if costs:
+            rows[-1][COST_COLUMN] = fmt_cost_ratio(r["macs_ratio"], r["equal_cost"])
     return pd.DataFrame(rows)
 
 
@@ -119,6 +133,7 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame)
     out.append("Highest mean top-1 after fine-tuning: " + "; ".join(
         f"{name} at {_ratios(cs)}" for name, cs in sorted(by_best.items(), key=lambda kv: kv[1][0])) + ".")
     out += _tests(table, comparisons)
+    out += _costs(table)
     values = pd.to_numeric(runs.get(METRIC, pd.Series(np.nan, index=runs.index)), errors="coerce")
     missing = runs[values.isna()]
     if len(missing):
@@ -136,6 +151,20 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame)
                    f"reaches {fmt_number(control.mean(), 2)}% top-1"
                    + (f" (95% CI {interval})" if interval else "") + f" over {len(control)} seed{'s' if len(control) != 1 else ''}.")
     return out
+
+
+def _costs(table: pd.DataFrame) -> list[str]:
+    """A sentence naming the compressions where the best and the runner-up trained at unequal cost."""
+    if "equal_cost" not in table:
+        return []
+    unequal = table[table["equal_cost"].map(lambda v: v is False)]
+    if unequal.empty:
+        return []
+    parts = [f"at {fmt_ratio(r['compression'])}\u00d7 {display_name(r['best'])} used "
+             f"{fmt_times(r['macs_ratio'])} the training MACs of {display_name(r['next'])}"
+             for _, r in unequal.iterrows()]
+    return ["Best and runner-up trained at unequal cost (training MACs "
+            f"{100 * analysis.EQUAL_COST:g}% or more apart): " + "; ".join(parts) + "."]
 
 
 def _tests(table: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:

@@ -55,8 +55,9 @@ def curves(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def strategy_order(runs: pd.DataFrame) -> list[str]:
-    """Strategies sorted by name (legend order); colours come from the name, not from this order."""
-    return sorted(runs["strategy"].dropna().astype(str).unique())
+    """Strategies sorted by name, a lottery ticket before its controls (legend order); colours come
+    from the name, not from this order."""
+    return sorted(runs["strategy"].dropna().astype(str).unique(), key=analysis.strategy_sort_key)
 
 
 def _is_control(runs: pd.DataFrame) -> pd.Series:

@@ -13,8 +13,7 @@ from .. import __version__
 from ..errors import ConfigError, StoreError
 from ..results import Store, analysis, load, load_epochs, load_layers
 from ..results.files import atomic_write_bytes
-from ..results.names import display_name
-from . import headline, tables
+from . import headline, schedules, tables
 from .tables import fmt_number, fmt_ratio
 from .document import Bullets, Document, Heading, Image, Preformatted, Table, Text, to_html, to_markdown
 from .literature import Survey, load_survey, pair_results, plottable
@@ -61,8 +60,9 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
                  title: str | None = None) -> Document:
     """The report of the results in `out_dir` as a Document (nothing written).
 
-    Sections: summary (findings first), plots, tables, measured speed (when the runs timed their
-    forward passes), setup, checklist, literature (when given), failed runs, environment.
+    Sections: summary (findings first), plots, tables, schedules (when some run was not pruned
+    one-shot), measured speed (when the runs timed their forward passes), setup, checklist,
+    literature (when given), failed runs, environment.
     """
     folder = Path(out_dir)
     done, failed, counts = _load_runs(folder)
@@ -77,6 +77,8 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
     if pairs:
         _plots(doc, folder, runs, pairs)
     _tables(doc, runs, pairs, comparisons)
+    if pairs and analysis.has_schedules(runs):
+        schedules.section(doc, runs, pairs, _of_pair)
     if pairs and analysis.has_measured_speed(runs):
         _measured_speed(doc, runs, pairs)
     _setup(doc, done, counts)
@@ -108,6 +110,10 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
                  "changes are in percentage points (pp). Strategies are compared at each compression on "
                  "runs paired by seed (paired t-test), with Holm's correction over all the comparisons "
                  "shown for a data set and model."))
+    if len(runs) and analysis.has_schedules(runs):
+        doc.add(Text("Schedules: some runs were pruned on a schedule other than one-shot; each schedule "
+                     "is its own curve, labelled \"Strategy [schedule]\" in every figure and table (see "
+                     "Schedules, with the training cost of each)."))
     slower = len(analysis.slower_than_dense(runs)) if len(runs) else 0
     if slower:
         one = slower == 1
@@ -124,14 +130,19 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
         doc.add(Heading(name, level=3),
                 Bullets(tuple(headline.findings(table, comparisons[(dataset, model)], pair))))
         if not table.empty:
-            doc.add(Table(headline.winners_table(table),
+            winners = headline.winners_table(table)
+            doc.add(Table(winners,
                           f"{name}: the best strategy at each compression by mean top-1 after fine-tuning "
                           "(with its 95% t interval over seeds) against the runner-up, paired by seed; "
-                          "Holm p from the per-compression comparisons (see Tables)"))
+                          "Holm p from the per-compression comparisons (see Tables)"
+                          + ("; training MACs: the best strategy's training cost over the runner-up's, "
+                             f"\"equal\" within {100 * analysis.EQUAL_COST:g}%"
+                             if headline.COST_COLUMN in winners else "")))
 
 
 def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
     from .plots import accuracy_figure, finetune_figure, layer_density_figure  # matplotlib
+    from .style import legend_label  # display names; "Strategy [schedule]" on two lines
 
     doc.add(Heading("Plots"))
     layers = load_layers(folder)
@@ -144,21 +155,21 @@ def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[st
             doc.add(Text("Only unpruned controls (compression 1) finished: nothing to plot yet."))
             continue
         for k in (1, 5) if tables.show_top5(pair, dataset) else (1,):
-            fig = accuracy_figure(pair, k=k, title=name, labeller=display_name)
+            fig = accuracy_figure(pair, k=k, title=name, labeller=legend_label)
             doc.add(Image(fig, f"{dataset}-{model}-top{k}",
                           f"{name}: top-{k} test accuracy before and after fine-tuning against the "
                           "compression ratio (all parameters / nonzero parameters, top row) and the "
                           "theoretical speedup (dense / remaining multiply-accumulates, bottom row); lines "
                           "are seed means, bands \u00b11 std. Dashed: the dense model; dotted: the "
                           "unpruned control fine-tuned with the same recipe."))
-        fig = finetune_figure(_of_pair(epochs, dataset, model), pair, title=name)
+        fig = finetune_figure(_of_pair(epochs, dataset, model), pair, title=name, labeller=legend_label)
         if fig is not None:
             doc.add(Image(fig, f"{dataset}-{model}-finetuning",
                           f"{name}: validation top-1 during fine-tuning, one panel per strategy, one line "
                           "per compression (mean over seeds; darker is more compressed). Epoch 0 is the "
                           "pruned model before fine-tuning; dotted: the unpruned control."))
         pair_layers = _of_pair(layers, dataset, model)
-        fig = layer_density_figure(pair_layers, title=name, labeller=display_name) if len(pair_layers) else None
+        fig = layer_density_figure(pair_layers, title=name, labeller=legend_label) if len(pair_layers) else None
         if fig is not None:
             doc.add(Image(fig, f"{dataset}-{model}-layer-density",
                           f"{name}: fraction of each prunable layer's weights kept, one run per strategy "
@@ -187,7 +198,14 @@ def _tables(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]],
                                       "compression, paired by seed: mean difference \u0394 (higher minus "
                                       "lower mean, pp) with its 95% t interval, paired t-test p, and p "
                                       f"adjusted by Holm's method over these {n_tests} tests (significant: "
-                                      "Holm p < 0.05)"))
+                                      "Holm p < 0.05)"
+                                      + ("; training MACs: the higher-mean strategy's training cost "
+                                         "over the lower's, \"equal\" within "
+                                         f"{100 * analysis.EQUAL_COST:g}%"
+                                         if tables.COST_HEADER in comparison else "")))
+            note = schedules.comparison_cost_note(comparisons[(dataset, model)])
+            if note:
+                doc.add(Text(note))
         auc = tables.auc_table(pair)
         if not auc.empty:
             doc.add(Table(auc, f"{name}: area under the curve, the mean top-1 after fine-tuning over the "
@@ -206,6 +224,7 @@ def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, st
     """Accuracy against measured speedup, measured against theoretical, the latencies behind them, why
     unstructured masks do not run faster, and the runs that got slower while needing fewer MACs."""
     from .plots import measured_speed_figure  # matplotlib
+    from .style import legend_label
 
     doc.add(Heading("Measured speed"),
             Text("The theoretical speedup counts multiply-accumulates (dense / remaining); the measured "
@@ -243,7 +262,7 @@ def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, st
             unmeasured.append(name)
             continue
         doc.add(Heading(name, level=3))
-        fig = measured_speed_figure(pair, title=name, labeller=display_name)
+        fig = measured_speed_figure(pair, title=name, labeller=legend_label)
         if fig is not None:
             doc.add(Image(fig, f"{dataset}-{model}-measured-speed",
                           f"{name}, left: top-1 test accuracy after fine-tuning against the measured "
@@ -312,11 +331,12 @@ def _literature(doc: Document, runs: pd.DataFrame, survey: Survey) -> None:
                          "change and a compression ratio or speedup, so there is nothing to plot."))
             continue
         from .litplots import literature_figure  # matplotlib
+        from .style import legend_label
 
         pair = _of_pair(runs, dataset, model)
         topk = (1, 5) if tables.show_top5(pair, dataset) else (1,)
         pruned = pair[pd.to_numeric(pair["compression"], errors="coerce") > 1]  # the control is the 0 line
-        fig = literature_figure(points, name, ours=pruned, labeller=display_name, topk=topk)
+        fig = literature_figure(points, name, ours=pruned, labeller=legend_label, topk=topk)
         n_papers = points["paper"].nunique()
         doc.add(Image(fig, f"literature-{dataset}-{model}",
                       f"{name}: our strategies after fine-tuning (lines, bands \u00b11 std) over "

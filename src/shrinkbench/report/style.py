@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -70,6 +71,9 @@ STRATEGY_STYLES: dict[str, tuple[str, str]] = {
     "GlobalMagAct": ("#CC79A7", "D"),  # reddish purple
     "LayerMagAct": ("#000000", "P"),  # black
     "RandomPruning": ("#D55E00", "X"),  # vermillion
+    "SNIP": ("#332288", "<"),  # indigo
+    "GraSP": ("#882255", ">"),  # wine
+    "SynFlow": ("#117733", "h"),  # green
     "Unpruned": (DENSE_COLOR, "*"),
 }
 # Further colour-blind-considerate colours (Tol's "muted" set, minus near-duplicates of the above).
@@ -78,8 +82,31 @@ USER_COLORS: tuple[str, ...] = ("#332288", "#882255", "#117733", "#AA4499", "#99
 USER_MARKERS: tuple[str, ...] = ("<", ">", "h", "p", "d", "8")
 
 
+# A strategy run with a schedule other than one-shot ("GlobalMagWeight [lottery (rewind init)]")
+# keeps its strategy's colour and takes its line style and marker from the schedule (first pattern
+# found in the bracket), so that strategies stay apart within a schedule and schedules within a
+# strategy; a lottery control takes a colour of its own, so that a ticket and its controls differ
+# in colour too. The colour is None where the strategy's own is kept.
+SCHEDULE_STYLES: tuple[tuple[str, str | None, str, str], ...] = (
+    ("reinit control", "#CC6677", "--", "x"),  # rose
+    ("random control", "#999933", "--", "x"),  # olive
+    ("shuffle control", "#A6761D", "--", "x"),  # ochre
+    ("lottery", None, "-", "^"),
+    ("gradual at init", None, "-.", "D"),
+    ("gradual", None, "-", "D"),
+    ("iterative", None, "-", "s"),
+    ("at init", None, "-.", "v"),  # one-shot at init
+)
+_SCHEDULE = re.compile(r" \[(?P<schedule>[^\]]*)\]")
+_REWIND_STYLES: tuple[str, ...] = ("-.", ":")
+
+
 def strategy_style(name: str) -> dict[str, str]:
-    """The fixed colour, marker and line style of a strategy (a ShrinkBench or canonical name)."""
+    """The fixed colour, marker and line style of a strategy (a ShrinkBench or canonical name, with
+    its schedule in brackets unless one-shot)."""
+    match = _SCHEDULE.search(str(name))
+    if match:
+        return _schedule_style(match["schedule"], strategy_style(_SCHEDULE.sub("", str(name), count=1)))
     shown = display_name(str(name))
     if shown in STRATEGY_STYLES:
         color, marker = STRATEGY_STYLES[shown]
@@ -88,6 +115,25 @@ def strategy_style(name: str) -> dict[str, str]:
     return {"color": USER_COLORS[code % len(USER_COLORS)],
             "marker": USER_MARKERS[(code // len(USER_COLORS)) % len(USER_MARKERS)],
             "linestyle": "--"}
+
+
+def _schedule_style(schedule: str, base: dict[str, str]) -> dict[str, str]:
+    for pattern, color, linestyle, marker in SCHEDULE_STYLES:
+        if pattern in schedule:
+            rewind = re.search(r"rewind ([^)\s]+)", schedule)
+            if pattern == "lottery" and rewind and rewind.group(1) not in ("init", "0", "0it"):  # later: dashes
+                linestyle = _REWIND_STYLES[zlib.crc32(rewind.group(1).encode("utf-8")) % len(_REWIND_STYLES)]
+            return {"color": color or base["color"], "marker": marker, "linestyle": linestyle}
+    code = zlib.crc32(schedule.encode("utf-8"))
+    return {"color": base["color"], "marker": USER_MARKERS[code % len(USER_MARKERS)], "linestyle": "--"}
+
+
+def legend_label(name: str, width: int = 22) -> str:
+    """A strategy label for a legend: a long "Strategy [schedule]" on two lines, others unchanged."""
+    shown = display_name(str(name))
+    if " [" in shown and len(shown) > width:
+        return shown.replace(" [", "\n[", 1)
+    return shown
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = (3.4, 2.6),

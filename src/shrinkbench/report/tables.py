@@ -127,6 +127,10 @@ def summary_table(runs: pd.DataFrame, top5: bool | None = None) -> pd.DataFrame:
     # the seeds column counts the runs behind the accuracy and cost figures; a latency is optional
     counted = [m for m in metrics if m != "speedup_measured"]
     agg = analysis.aggregate(data, metrics=metrics, by=("strategy", "compression"))
+    if len(agg):  # by name, a lottery ticket before its controls
+        order = sorted(range(len(agg)), key=lambda i: (analysis.strategy_sort_key(agg["strategy"].iloc[i]),
+                                                       agg["compression"].iloc[i]))
+        agg = agg.iloc[order]
     rows = []
     for _, r in agg.iterrows():
         row = {"Strategy": display_name(r["strategy"]), "Compression": fmt_ratio(r["compression"]),
@@ -153,10 +157,13 @@ def comparison_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct",
                      comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every pair of strategies at each compression, paired over seeds, with Holm-adjusted p-values.
 
-    Each row names the strategy with the higher mean first, so every difference is >= 0.
+    Each row names the strategy with the higher mean first, so every difference is >= 0. Where the runs
+    recorded their training cost, a last column gives the ratio of the two strategies' training MACs
+    (higher / lower mean), "equal" within analysis.EQUAL_COST.
     """
     if comparisons is None:
         comparisons = analysis.compare_per_compression(runs, metric)
+    costs = "macs_ratio" in comparisons and bool(np.isfinite(comparisons["macs_ratio"].astype(float)).any())
     rows = []
     order = comparisons.assign(_size=comparisons["mean_diff"].abs()).sort_values(
         ["compression", "_size"], ascending=[True, False], kind="stable") if len(comparisons) else comparisons
@@ -170,7 +177,28 @@ def comparison_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct",
                      "Seeds": int(c["n"]), "\u0394 (pp)": fmt_number(sign * c["mean_diff"], 2),
                      "95% CI": fmt_interval(low, high), "p": fmt_p(c["p_value"]),
                      "Holm p": fmt_p(c["p_holm"]), "Significant": "yes" if c["significant"] else "no"})
+        if costs:
+            rows[-1][COST_HEADER] = fmt_cost_ratio(1.0 / c["macs_ratio"] if flip else c["macs_ratio"],
+                                                   c["equal_cost"])
     return pd.DataFrame(rows)
+
+
+COST_HEADER = "Training MACs, higher / lower"
+
+
+def fmt_cost_ratio(ratio: object, equal: object) -> str:
+    """The ratio of two training costs: "equal" (within analysis.EQUAL_COST), "5.2×", or empty."""
+    if isinstance(equal, (bool, np.bool_)) and equal:
+        return "equal"
+    return fmt_times(ratio) if isinstance(equal, (bool, np.bool_)) else ""
+
+
+def fmt_times(value: object) -> str:
+    """A ratio of two costs: '0.94×', '4.00×', '123×' (empty when unknown)."""
+    x = _finite(value)
+    if x is None:
+        return ""
+    return f"{x:.0f}\u00d7" if abs(x) >= 100 else f"{x:.2f}\u00d7"
 
 
 def fmt_interval(low: object, high: object, digits: int = 2) -> str:
@@ -188,7 +216,7 @@ def auc_table(runs: pd.DataFrame, metric: str = "post_test_top1_pct") -> pd.Data
             parts[label] = analysis.auc(runs, metric=metric, x=x, by=("dataset", "model"))
     if not parts:
         return pd.DataFrame()
-    strategies = sorted({s for t in parts.values() for s in t["strategy"]}, key=str)
+    strategies = sorted({s for t in parts.values() for s in t["strategy"]}, key=analysis.strategy_sort_key)
     rows = []
     for strategy in strategies:
         row = {"Strategy": display_name(strategy)}
@@ -365,7 +393,8 @@ def setup_table(runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> tuple[
     rows.append(("Data set", ", ".join(shown), ""))
     rows.append(("Model", ", ".join(str(v) for v in sorted(runs["model"].dropna().unique(), key=str))
                  if "model" in runs else "", ""))
-    strategies = [display_name(v) for v in sorted(pruned["strategy"].dropna().unique(), key=str)] \
+    strategies = [display_name(v) for v in sorted(pruned["strategy"].dropna().unique(),
+                                                  key=analysis.strategy_sort_key)] \
         if len(pruned) else []
     rows.append(("Strategies", ", ".join(strategies) + ("; Unpruned: the compression-1 control"
                                                         if controls else ""), ""))

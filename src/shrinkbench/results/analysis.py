@@ -25,7 +25,10 @@ __all__ = [
     "GROUP_COLUMNS", "DEFAULT_METRICS", "aggregate", "accuracy_change", "auc", "pareto_front",
     "paired_comparison", "PairedComparison", "compare_per_compression", "holm", "checklist",
     "CheckItem", "t_halfwidth", "has_measured_speed", "measured_speedup", "is_structured", "measured_speed",
-    "measured_by_kind", "slower_than_dense",
+    "measured_by_kind", "slower_than_dense", "COST_KEYS", "EQUAL_COST", "base_strategy", "schedule_of",
+    "schedule_kinds", "at_init", "is_oneshot", "strategy_sort_key", "has_schedules", "train_macs",
+    "has_costs", "cost_ratio", "equal_cost", "training_cost", "unequal_costs", "round_points",
+    "round_curves", "path_points",
 ]
 
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
@@ -332,7 +335,8 @@ def holm(p_values: Iterable[float]) -> np.ndarray:
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "compression", "a", "b", "n", "mean_a", "mean_b", "mean_diff", "std_diff", "ci95_low",
-    "ci95_high", "t_statistic", "p_value", "p_holm", "significant",
+    "ci95_high", "t_statistic", "p_value", "p_holm", "significant", "macs_a", "macs_b", "macs_ratio",
+    "equal_cost",
 )
 
 
@@ -375,7 +379,9 @@ def compare_per_compression(
     """Every pair of strategies at each compression, paired over seeds, Holm-corrected within each `by` group.
 
     One row per (*by, compression, a, b) with a < b by name: n pairs, mean_a, mean_b, mean_diff (a - b),
-    std_diff, 95% t interval, paired t-test p, Holm-adjusted p over the group's rows, significant.
+    std_diff, 95% t interval, paired t-test p, Holm-adjusted p over the group's rows, significant;
+    and the mean training MACs of the paired runs of each (macs_a, macs_b), their ratio a / b and
+    equal_cost (True within EQUAL_COST; None where a run did not record its cost).
     """
     by = list(by)
     _require(df, [*by, "strategy", "compression", "seed", metric])
@@ -387,6 +393,7 @@ def compare_per_compression(
     # one value per (group, compression, strategy, seed): repeated runs of one key are averaged
     keys = [*by, "compression", "strategy", "seed"]
     means = values.groupby([rows[c] for c in keys], dropna=False, sort=True).mean()
+    macs = train_macs(rows).groupby([rows[c] for c in keys], dropna=False, sort=True).mean()
     records: list[dict[str, Any]] = []
     for group_key, group in means.groupby(level=list(range(len(by))), dropna=False, sort=True):
         group_key = group_key if isinstance(group_key, tuple) else (group_key,)
@@ -395,6 +402,9 @@ def compare_per_compression(
         for compression, at in group.groupby(level="compression", sort=True):
             per_seed = {s: at.xs(s, level="strategy").droplevel(list(range(len(by) + 1)))
                         for s in strategies if s in at.index.get_level_values("strategy")}
+            cost_at = macs.reindex(at.index)  # the same keys: one mean per run key
+            per_seed_cost = {s: cost_at.xs(s, level="strategy").droplevel(list(range(len(by) + 1)))
+                             for s in per_seed}
             for a, b in itertools.combinations([s for s in strategies if s in per_seed], 2):
                 if target_of(a) != target_of(b):
                     continue  # "x2" means a speedup of 2 for one and a compression of 2 for the other
@@ -406,11 +416,14 @@ def compare_per_compression(
                 diff = np.round(pairs["a"].to_numpy() - pairs["b"].to_numpy(), 9)
                 mean, std, t, p = _paired_t(diff)
                 half = t_halfwidth(std, len(diff))
+                # the training cost of the runs paired here (NaN where the runs did not record it)
+                cost = {s: per_seed_cost[s].reindex(pairs.index).mean() for s in (a, b)}
                 records.append({
                     **dict(zip(by, group_key)), "compression": float(compression), "a": a, "b": b,
                     "n": len(diff), "mean_a": float(pairs["a"].mean()), "mean_b": float(pairs["b"].mean()),
                     "mean_diff": mean, "std_diff": std, "ci95_low": mean - half, "ci95_high": mean + half,
-                    "t_statistic": t, "p_value": p,
+                    "t_statistic": t, "p_value": p, "macs_a": float(cost[a]), "macs_b": float(cost[b]),
+                    "macs_ratio": cost_ratio(cost[a], cost[b]), "equal_cost": equal_cost(cost[a], cost[b]),
                 })
         adjusted = holm([r["p_value"] for r in records[start:]])
         for record, p_adj in zip(records[start:], adjusted):
@@ -535,3 +548,220 @@ def slower_than_dense(df: pd.DataFrame, theoretical_min: float = THEORETICAL_MIN
     order = [c for c in ("dataset", "model", "strategy", "compression", "seed", "run_id") if c in columns]
     out = flagged.reindex(columns=columns)
     return out.sort_values(order, kind="stable").reset_index(drop=True) if len(out) else out.reset_index(drop=True)
+
+
+# --- schedules and training cost ------------------------------------------------------------------
+# A run follows a schedule (results.frame: its label is "Strategy [schedule name]" unless one-shot).
+# Pruned runs record their whole training cost (train_epochs, train_steps, train_macs: the dense
+# training they started from included); iterative and lottery runs the accuracy after each round
+# (round_compression, round_test_top1_pct); every scheduled run its sparsity path (path_step,
+# path_sparsity, path_compression). Older stores have none of these: a run without them is one-shot.
+SCHEDULE_KINDS: tuple[str, ...] = ("oneshot", "iterative", "gradual", "lottery")
+ROUND_SCHEDULES: tuple[str, ...] = ("iterative", "lottery")
+COST_KEYS: tuple[str, ...] = ("train_epochs", "train_steps", "train_macs")
+EQUAL_COST = 0.01  # training MACs that differ by less than 1% count as the same cost
+_BRACKET = re.compile(r" \[(?P<schedule>[^\]]*)\]")
+COST_COLUMNS: tuple[str, ...] = (
+    "dataset", "model", "strategy", "compression", "runs", "schedule", "reference",
+    *(f"{k}_mean" for k in COST_KEYS), "reference_strategy", "reference_macs", "macs_ratio", "equal_cost",
+)
+
+
+def base_strategy(label: Any) -> Any:
+    """A strategy label without its schedule: "GlobalMagWeight [iterative]" -> "GlobalMagWeight"."""
+    return _BRACKET.sub("", label, count=1) if isinstance(label, str) else label
+
+
+_CONTROL = re.compile(r" \w+ control\]$")
+
+
+def strategy_sort_key(label: Any) -> tuple[str, bool, str]:
+    """A sort key of strategy labels: by name, except that a lottery ticket comes right before its
+    controls ("X [lottery (rewind 0)]", then "X [lottery (rewind 0) reinit control]")."""
+    text = str(label)
+    return _CONTROL.sub("]", text), bool(_CONTROL.search(text)), text
+
+
+def schedule_of(label: Any) -> str:
+    """The schedule name in a strategy label ("one-shot" when it has none)."""
+    match = _BRACKET.search(label) if isinstance(label, str) else None
+    return match["schedule"] if match else "one-shot"
+
+
+def _text_column(df: pd.DataFrame, column: str) -> pd.Series:
+    if column not in df.columns:
+        return pd.Series(None, index=df.index, dtype=object)
+    return df[column].map(lambda v: v if isinstance(v, str) and v else None)
+
+
+def schedule_kinds(df: pd.DataFrame) -> pd.Series:
+    """Per run its schedule kind (oneshot, iterative, gradual, lottery): the `schedule` metric, else the
+    config's `schedule.kind`, else oneshot (a run from before schedules)."""
+    recorded, configured = _text_column(df, "schedule"), _text_column(df, "schedule.kind")
+    return recorded.fillna(configured).fillna("oneshot").astype(object)
+
+
+def at_init(df: pd.DataFrame) -> np.ndarray:
+    """Per run: True when it was pruned at initialization (`schedule.at_init`, or "at init" in its
+    recorded schedule name)."""
+    out = np.zeros(len(df), dtype=bool)
+    if "schedule.at_init" in df.columns:
+        out |= np.array([_norm(v) is True or _norm(v) == 1 for v in df["schedule.at_init"]], dtype=bool)
+    names = _text_column(df, "schedule_name")
+    out |= names.map(lambda v: isinstance(v, str) and v.endswith("at init")).to_numpy(dtype=bool)
+    return out
+
+
+def is_oneshot(df: pd.DataFrame) -> np.ndarray:
+    """Per run: True for one-shot pruning of the trained model (the schedule of every older run)."""
+    return (schedule_kinds(df) == "oneshot").to_numpy(dtype=bool) & ~at_init(df)
+
+
+def has_schedules(df: pd.DataFrame) -> bool:
+    """True when some run follows a schedule other than one-shot pruning of the trained model."""
+    return bool(len(df)) and not is_oneshot(df).all()
+
+
+def train_macs(df: pd.DataFrame) -> pd.Series:
+    """Per run the training MACs behind its final model; NaN where absent, not finite or not positive."""
+    if "train_macs" not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    values = _numeric(df["train_macs"])
+    return values.where(np.isfinite(values) & (values > 0))
+
+
+def has_costs(df: pd.DataFrame) -> bool:
+    """True when some run recorded its training MACs (a store from before costs were counted has none)."""
+    return bool(train_macs(df).notna().any())
+
+
+def cost_ratio(a: Any, b: Any) -> float:
+    """a / b of two training costs; NaN when either is unknown."""
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return math.nan
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
+
+
+def equal_cost(a: Any, b: Any, tolerance: float = EQUAL_COST) -> bool | None:
+    """Whether two training costs differ by less than `tolerance` (relative to the larger one); None
+    when either is unknown."""
+    ratio = cost_ratio(a, b)
+    if not math.isfinite(ratio) or ratio <= 0:
+        return None
+    return bool(abs(1.0 - min(ratio, 1.0 / ratio)) < tolerance)
+
+
+def training_cost(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, strategy, compression): runs, schedule kind, whether it is one-shot of the
+    trained model (`reference`), mean train_epochs / train_steps / train_macs, and the ratio of its
+    train_macs to the one-shot runs at the same (dataset, model, compression): those of the same base
+    strategy ("GlobalMagWeight" for "GlobalMagWeight [iterative]"), else every one-shot strategy there."""
+    _require(df, GROUP_COLUMNS)
+    rows = df.assign(_kind=schedule_kinds(df).to_numpy(), _reference=is_oneshot(df), _macs=train_macs(df))
+    for key in ("train_epochs", "train_steps"):
+        rows[f"_{key}"] = _numeric(rows[key]) if key in rows.columns else np.nan
+    records: list[dict[str, Any]] = []
+    for key, group in rows.groupby(list(GROUP_COLUMNS), dropna=False, sort=True):
+        records.append({
+            **dict(zip(GROUP_COLUMNS, key)), "runs": len(group), "schedule": str(group["_kind"].iloc[0]),
+            "reference": bool(group["_reference"].all()),
+            "train_epochs_mean": float(group["_train_epochs"].mean()),
+            "train_steps_mean": float(group["_train_steps"].mean()),
+            "train_macs_mean": float(group["_macs"].mean()),
+        })
+    out = pd.DataFrame.from_records(records, columns=COST_COLUMNS[:7 + len(COST_KEYS)])
+    references: list[tuple[Any, float]] = []
+    for _, r in out.iterrows():
+        at = out[(out["dataset"] == r["dataset"]) & (out["model"] == r["model"])
+                 & np.isclose(out["compression"].astype(float), float(r["compression"]))
+                 & out["reference"] & out["train_macs_mean"].notna()]
+        same = at[at["strategy"].map(base_strategy) == base_strategy(r["strategy"])]
+        chosen = same if len(same) else at
+        references.append((", ".join(str(s) for s in chosen["strategy"]) or None,
+                           float(chosen["train_macs_mean"].mean()) if len(chosen) else math.nan))
+    out["reference_strategy"] = [name for name, _ in references]
+    out["reference_macs"] = [macs for _, macs in references]
+    out["macs_ratio"] = [cost_ratio(a, b) for a, b in zip(out["train_macs_mean"], out["reference_macs"])]
+    out["equal_cost"] = [equal_cost(a, b) for a, b in zip(out["train_macs_mean"], out["reference_macs"])]
+    return out[list(COST_COLUMNS)]
+
+
+def unequal_costs(costs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a `training_cost` table whose training MACs differ from their one-shot reference
+    by EQUAL_COST or more."""
+    return costs[costs["equal_cost"].map(lambda v: _norm(v) is False)]
+
+
+def _sequence(value: Any) -> tuple:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(value)
+    return ()
+
+
+RUN_COLUMNS: tuple[str, ...] = ("run_id", "dataset", "model", "strategy", "compression", "seed")
+
+
+def _long(df: pd.DataFrame, columns: dict[str, str], index_name: str) -> pd.DataFrame:
+    """One row per element of the list-valued `columns` (frame column -> output name) of each run, with
+    the run's key; runs whose lists are absent or of unequal length are left out."""
+    keys = [c for c in RUN_COLUMNS if c in df.columns]
+    out_columns = [*keys, index_name, *columns.values()]
+    if df.empty or not set(columns) <= set(df.columns):
+        return pd.DataFrame(columns=out_columns)
+    records = []
+    for _, run in df.iterrows():
+        lists = [_sequence(run[c]) for c in columns]
+        if not lists[0] or any(len(v) != len(lists[0]) for v in lists):
+            continue
+        for i, values in enumerate(zip(*lists)):
+            records.append({**{k: run[k] for k in keys}, index_name: i,
+                            **{name: _norm(v) for name, v in zip(columns.values(), values)}})
+    out = pd.DataFrame.from_records(records, columns=out_columns)
+    for name in columns.values():
+        out[name] = _numeric(out[name])
+    return out
+
+
+def path_points(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per pruning step of each run with a sparsity path: its key, `point` (0, 1, ...), the
+    optimizer `step` of the run's own training, `sparsity` and `compression_after` after that step."""
+    return _long(df, {"path_step": "step", "path_sparsity": "sparsity", "path_compression": "compression_after"},
+                 "point")
+
+
+def round_points(df: pd.DataFrame, metric: str = "round_test_top1_pct") -> pd.DataFrame:
+    """One row per round of each iterative or lottery run: its key, `round` (0, 1, ...), the compression
+    after it (`round_compression`) and `metric` after its training (percent)."""
+    rounds = df[schedule_kinds(df).isin(ROUND_SCHEDULES).to_numpy()] if len(df) else df
+    return _long(rounds, {"round_compression": "round_compression", metric: metric}, "round")
+
+
+def round_curves(df: pd.DataFrame, metric: str = "round_test_top1_pct",
+                 final: str = "post_test_top1_pct") -> pd.DataFrame:
+    """Per strategy label of the iterative and lottery runs, the mean, min and max of `metric` over the
+    runs and seeds that reached the same compression after a round (compressions within 1% of an
+    octave pooled); a run that recorded no rounds (a lottery control trained once) counts with its
+    final compression_ratio and `final` metric. Columns: strategy, x (mean compression), mean, min,
+    max, n, from_rounds."""
+    columns = ["strategy", "x", "mean", "min", "max", "n", "from_rounds"]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    scheduled = df[schedule_kinds(df).isin(ROUND_SCHEDULES).to_numpy() & ~_is_control(df)]
+    points = round_points(scheduled, metric).rename(columns={"round_compression": "x", metric: "y"})
+    points = points.assign(from_rounds=True)
+    once = scheduled[~scheduled["run_id"].isin(points["run_id"])] if "run_id" in scheduled else scheduled
+    if len(once) and {"compression_ratio", final} <= set(once.columns):
+        points = pd.concat([points, pd.DataFrame({
+            "strategy": once["strategy"].to_numpy(), "x": _numeric(once["compression_ratio"]).to_numpy(),
+            "y": _numeric(once[final]).to_numpy(), "from_rounds": False})], ignore_index=True)
+    points = points[np.isfinite(points["x"].astype(float)) & (points["x"].astype(float) > 0)
+                    & np.isfinite(points["y"].astype(float))]
+    if points.empty:
+        return pd.DataFrame(columns=columns)
+    points = points.assign(_bin=np.round(np.log2(points["x"].astype(float)) * 100).astype(int))
+    out = points.groupby(["strategy", "_bin"], sort=True).agg(
+        x=("x", "mean"), mean=("y", "mean"), min=("y", "min"), max=("y", "max"), n=("y", "size"),
+        from_rounds=("from_rounds", "all")).reset_index()
+    return out.sort_values(["strategy", "x"]).reset_index(drop=True)[columns]

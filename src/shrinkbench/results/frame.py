@@ -32,15 +32,47 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             for name, value in flatten_dotted(tree, prefix).items()}
 
 
+ONESHOT = "one-shot"  # the schedule name of one-shot pruning of the trained model: no suffix
+
+
+def schedule_name(config: dict, metrics: dict | None = None) -> str:
+    """The human name of a run's pruning schedule: the one it recorded (`schedule_name`), else one
+    made from its config (`schedule.*`) as the runner makes it (experiment.schedules.schedule_label,
+    which this layer may not import); "one-shot" for a run without a schedule (an older store)."""
+    recorded = (metrics or {}).get("schedule_name")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    kind = get_dotted(config, "schedule.kind") or "oneshot"
+    at_init = get_dotted(config, "schedule.at_init") is True
+    compression = get_dotted(config, "pruning.compression")
+    if kind == "oneshot" or compression in (1, 1.0):  # the unpruned control serves every schedule
+        return f"{ONESHOT} at init" if at_init and compression not in (1, 1.0) else ONESHOT
+    if kind == "iterative":
+        rate = get_dotted(config, "schedule.rate", 0.2)
+        return f"iterative {100 * float(rate):g}%/round" if isinstance(rate, (int, float)) else "iterative"
+    if kind == "lottery":
+        rewind = str(get_dotted(config, "schedule.rewind", "0it"))
+        name = "lottery (rewind init)" if rewind in ("0it", "0") else f"lottery (rewind {rewind})"
+        control = get_dotted(config, "schedule.control")
+        return f"{name} {control} control" if control not in (None, "none") else name
+    return f"{kind} at init" if at_init else str(kind)
+
+
 def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
     """The key columns (dataset, model, strategy, compression, seed) of a run config; the strategy
-    under the name the run recorded for it (`strategy_name`), else its ShrinkBench name."""
+    under the name the run recorded for it (`strategy_name`), else its ShrinkBench name, followed
+    by its schedule in brackets unless that is one-shot ("GlobalMagWeight [iterative]")."""
     out = {col: get_dotted(config, key) for col, key in zip(KEY_COLUMNS, KEY_PATHS)}
     shown = (metrics or {}).get("strategy_name")
     if isinstance(shown, str) and shown:
         out["strategy"] = shown
     elif out["strategy"] is not None:
         out["strategy"] = display_name(out["strategy"])
+    schedule = schedule_name(config, metrics)
+    if schedule != ONESHOT and out["strategy"] is not None:
+        # every schedule is its own curve; the bracket comes before a target suffix, which
+        # analysis.target_of reads at the end of the label
+        out["strategy"] = f"{out['strategy']} [{schedule}]"
     target = get_dotted(config, "pruning.target")
     if isinstance(target, str) and target != "compression" and out["strategy"] is not None:
         # a channel strategy aimed at a speedup or a channel ratio is another curve: its
@@ -86,11 +118,21 @@ def frame_metric_name(name: str) -> str:
     return f"{head}_top{match['k']}_pct" if head else f"top{match['k']}_pct"
 
 
-def frame_metric_value(name: str, value: Any) -> Any:
-    """A stored metric's value in its frame unit (fractions of accuracy as percent; measured-speed
-    numbers as floats, `structured` true/false as 1.0/0.0)."""
-    if _ACCURACY.match(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
+def _percent(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return 100.0 * value
+    return value
+
+
+def frame_metric_value(name: str, value: Any) -> Any:
+    """A stored metric's value in its frame unit (fractions of accuracy as percent, element by
+    element in a list such as `round_test_acc1`; lists as tuples, which groupby can hash;
+    measured-speed numbers as floats, `structured` true/false as 1.0/0.0)."""
+    if isinstance(value, (list, tuple)):
+        accuracy = _ACCURACY.match(name) is not None
+        return tuple(_percent(v) if accuracy else v for v in value)
+    if _ACCURACY.match(name):
+        return _percent(value)
     if name in _NUMERIC_MEASURED:
         if isinstance(value, bool):
             return float(value)

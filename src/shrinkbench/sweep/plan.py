@@ -52,7 +52,15 @@ def build_plan(runs: Iterable[Run]) -> Plan:
         unique[run.run_id] = run
         if run.dense_id is not None and run.dense_id not in dense:
             dense[run.dense_id] = run.config
-    return Plan(list(unique.values()), dense, total - len(unique))
+    # lottery controls that reuse a ticket's mask run after the tickets, which then need not be
+    # found twice (a control finds its ticket itself when it runs first: the same numbers)
+    ordered = sorted(unique.values(), key=_after_tickets)
+    return Plan(ordered, dense, total - len(unique))
+
+
+def _after_tickets(run: Run) -> int:
+    control = getattr(getattr(run.config, "schedule", None), "control", "none")
+    return 1 if control in ("reinit", "shuffle") else 0
 
 
 def plan_configs(configs: Iterable[Any]) -> Plan:

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ..common import get_dotted
 from ..experiment.config import Config, config_to_dict
+from ..experiment.schedules import schedule_label
 from ..experiment.validate import strategy_shown
 from .jobs import Job, Outcome
 
@@ -36,6 +37,10 @@ def describe(job: Job | Mapping[str, Any]) -> str:
     target = get_dotted(cfg, "pruning.target")
     aim = f" ({target})" if isinstance(target, str) and target != "compression" else ""
     parts = [where, shown, f"x{_number(compression)}{aim}" if compression is not None else ""]
+    schedule = get_dotted(cfg, "schedule")
+    label = schedule_label(schedule, compression == 1) if isinstance(schedule, Mapping) else "one-shot"
+    if label != "one-shot":
+        parts.append(f"[{label}]")
     if seed is not None:
         parts.append(f"seed {seed}")
     return " ".join(p for p in parts if p)
