@@ -39,6 +39,22 @@ def config(args: argparse.Namespace, schedule: dict) -> object:
     })
 
 
+def rate_for_rounds(cfg: object, rounds: int) -> float:
+    """A per-round rate whose iterative schedule reaches the target in exactly `rounds` rounds."""
+    from shrinkbench.experiment.components import build_model, static_info
+    from shrinkbench.experiment.schedules import rounds_path
+    from shrinkbench.pruning import prunable_parameters
+    from shrinkbench.pruning.api import keep_count
+
+    model = build_model(cfg, static_info(cfg))
+    total = sum(p.numel() for p in model.parameters())
+    prunable = sum(p.numel() for p in prunable_parameters(model).values())
+    target = keep_count(total, total - prunable, cfg.pruning.compression)
+    rate = round(1 - (target / prunable) ** (1 / rounds) + 1e-4, 4)
+    assert len(rounds_path(prunable, target, rate)) == rounds, rate
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist", choices=["mnist", "digits"])
@@ -52,11 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs % args.rounds:
         parser.error("--epochs must be a multiple of --rounds (the same epochs in every case)")
-    rate = 1 - (1 / args.compression) ** (1 / args.rounds)  # reaches the target in --rounds rounds
+    rate = rate_for_rounds(config(args, {}), args.rounds)
     cases = {
         "one-shot": {},
         "gradual": {"kind": "gradual", "frequency": args.frequency},
-        f"iterative x{args.rounds}": {"kind": "iterative", "rate": round(rate + 1e-3, 4),
+        f"iterative x{args.rounds}": {"kind": "iterative", "rate": rate,
                                       "round_epochs": args.epochs // args.rounds},
     }
     configs = {name: config(args, schedule) for name, schedule in cases.items()}
