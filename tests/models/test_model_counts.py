@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from shrinkbench.metrics import count_macs
-from shrinkbench.models import create, list_models, model_info
+from shrinkbench.models import create, example_input, list_models, model_info, takes_tokens
 
 # name -> (exact parameters with the default classes, MACs for one default-size image, relative
 # tolerance: 0 where the figure is exact, 1% where the published figure is rounded).
@@ -29,6 +29,9 @@ EXPECTED = {
     "resnet50": (25_557_032, 4.09e9, 0.01),
     "vgg16": (138_357_544, 15.47e9, 0.01),
     "mobilenet_v2": (3_504_872, 0.30e9, 0.01),
+    # Transformers, exact: the hand formulas are in tests/models/test_transformer_models.py.
+    "char_gpt": (818_048, 118_505_472, 0),  # one sequence of 128 characters
+    "vit_tiny": (809_354, 55_838_976, 0),
 }
 SLOW = {"vgg16", "resnet34", "resnet50"}
 
@@ -49,11 +52,13 @@ def test_model_counts_forward_and_classifier(name: str) -> None:
     info = model_info(name)
     model = create(name, generator=torch.Generator().manual_seed(0)).eval()
     assert _params(model) == params
-    dense = count_macs(model, torch.zeros(1, *info.default_input_shape)).dense
+    dense = count_macs(model, example_input(name)).dense
     assert dense == pytest.approx(macs, rel=tol, abs=0)
     with torch.no_grad():
-        out = model(torch.randn(2, *info.default_input_shape, generator=torch.Generator().manual_seed(1)))
-    assert out.shape == (2, info.default_num_classes)
+        out = model(example_input(name, 2, generator=torch.Generator().manual_seed(1)))
+    # a language model gives logits at every position of its token input
+    per_token = info.default_input_shape if takes_tokens(info) else ()
+    assert out.shape == (2, *per_token, info.default_num_classes)
     assert torch.isfinite(out).all()
     classifier = dict(model.named_modules())[model.shrinkbench_classifier]
     assert isinstance(classifier, nn.Linear)

@@ -10,7 +10,7 @@ import torch
 
 from shrinkbench.errors import CheckpointError, CompressionError, PruningError
 from shrinkbench.metrics import count_macs, count_parameters
-from shrinkbench.models import create, list_models, model_info
+from shrinkbench.models import create, example_input, list_models, model_info, takes_tokens
 from shrinkbench.pruning import prune
 from shrinkbench.pruning.structured import (dependency_graph, load_slim, remove_channels, save_slim,
                                             structured_mask)
@@ -18,9 +18,9 @@ from shrinkbench.pruning.structured import (dependency_graph, load_slim, remove_
 
 def _input(name: str) -> torch.Tensor:
     shape = model_info(name).default_input_shape
-    if shape[-1] > 64:  # ImageNet models: a smaller image has the same layers and channels
-        shape = (*shape[:-2], 64, 64)
-    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
+    if shape[-1] > 64 and not takes_tokens(model_info(name)):  # ImageNet models: a smaller image
+        shape = (*shape[:-2], 64, 64)  # has the same layers and channels
+    return example_input(name, input_shape=shape, generator=torch.Generator().manual_seed(1))
 
 
 def _randomize_norms(model: torch.nn.Module) -> None:

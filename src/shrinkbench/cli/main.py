@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "shrinkbench.cli.sweep_cmd",
     "shrinkbench.cli.report_cmd",
     "shrinkbench.cli.export_cmd",
+    "shrinkbench.cli.data_cmd",
 )
 
 EXIT_USER_ERROR = 2

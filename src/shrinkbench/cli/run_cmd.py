@@ -74,6 +74,21 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.2f}%"
 
 
+def _ppl(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
+
+
+def _quality(metrics: dict[str, Any]) -> str:
+    """Test top-1 (or, for a language model, test perplexity) dense -> pruned -> fine-tuned."""
+    if "post_test_ppl" in metrics:
+        return (f"test perplexity {_ppl(metrics.get('dense_test_ppl'))} dense -> "
+                f"{_ppl(metrics.get('pre_test_ppl'))} pruned -> {_ppl(metrics.get('post_test_ppl'))} "
+                "fine-tuned")
+    return (f"test top-1 {_pct(metrics.get('dense_test_acc1'))} dense -> "
+            f"{_pct(metrics.get('pre_test_acc1'))} pruned -> {_pct(metrics.get('post_test_acc1'))} "
+            "fine-tuned")
+
+
 def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     """One line: what ran, the compression and speedup reached, and test top-1 along the way."""
     from ..experiment.validate import strategy_shown
@@ -92,9 +107,7 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
             f"{strategy_shown(cfg.pruning.strategy)} x{cfg.pruning.compression:g}{target} seed "
             f"{cfg.seed}: compression {_number(metrics.get('compression_ratio')):.2f}, "
-            f"speedup {_number(metrics.get('speedup')):.2f}x{measured}{channels}, test top-1 "
-            f"{_pct(metrics.get('dense_test_acc1'))} dense -> {_pct(metrics.get('pre_test_acc1'))} "
-            f"pruned -> {_pct(metrics.get('post_test_acc1'))} fine-tuned "
+            f"speedup {_number(metrics.get('speedup')):.2f}x{measured}{channels}, {_quality(metrics)} "
             f"({_number(metrics.get('time_total_s')):.1f} s) in {folder}")
 
 
@@ -242,7 +255,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
                    generator=torch.Generator().manual_seed(0))
     if args.checkpoint:
         _load_checkpoint(model, info.name, args.checkpoint)
-    example = torch.zeros(1, *shape)
+    from ..models import takes_tokens
+
+    example = torch.zeros(1, *shape, dtype=torch.int64 if takes_tokens(info) else torch.float32)
     print(format_table(layer_table(model, example)))
     macs = count_macs(model, example)
     print(f"{info.name} on input {'x'.join(map(str, shape))}, {classes} classes: compression "

@@ -1,12 +1,14 @@
 """Data sets in their published formats, checksummed downloads, and fast in-memory loaders.
 
 `get_data(name, ...)` returns a DataBundle of train/val/test loaders yielding normalized float32
-`x` and int64 `y` on the requested device; `list_datasets()` names what `get_data` accepts.
+`x` and int64 `y` on the requested device (text data sets: int64 token ids `x` and next-token `y`,
+see `text`); `list_datasets()` names what `get_data` accepts.
 """
 
 from __future__ import annotations
 
-from . import cifar, digits, folder, idx, synthetic  # noqa: F401  (register the data sets)
+# imported to register their data sets
+from . import cifar, digits, folder, idx, shakespeare, synthetic, text  # noqa: F401
 from .augment import AUGMENTATIONS, CropFlip
 from .base import (
     DATASETS,
@@ -25,19 +27,26 @@ from .download import fetch, fetch_first, file_digest, safe_extract
 from .folder import FolderLoader
 from .loader import TensorLoader, epoch_generator
 from .memory import InMemoryDataset, Split
+from .shakespeare import build_shakespeare
+from .text import IGNORE_INDEX, BlockLoader, Vocab, WindowLoader, text_protocol
 
 __all__ = [
     "AUGMENTATIONS",
+    "BlockLoader",
     "CropFlip",
     "DATASETS",
     "DataBundle",
     "Dataset",
     "DatasetInfo",
     "FolderLoader",
+    "IGNORE_INDEX",
     "InMemoryDataset",
     "Loader",
     "Split",
     "TensorLoader",
+    "Vocab",
+    "WindowLoader",
+    "build_shakespeare",
     "dataset_info",
     "describe_datasets",
     "epoch_generator",
@@ -49,4 +58,5 @@ __all__ = [
     "register_dataset",
     "resolve_data_dir",
     "safe_extract",
+    "text_protocol",
 ]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import dataset_info, get_data
+from ..data.base import DATASETS
 from ..errors import CompressionError, ConfigError, DataError, DataNotFound, ModelError, ShrinkBenchError
 from ..models import create, load_weights
 from ..models.zoo import check_input_size
@@ -105,9 +106,40 @@ def build_model(cfg: Config, info: Any, device: torch.device | None = None,
     return model
 
 
+def takes_tokens(info: Any) -> bool:
+    """Whether the data set's inputs are token ids (a text data set), not real-valued tensors."""
+    from ..data.text import TextDataset
+
+    return info.name in DATASETS and isinstance(DATASETS.get(info.name), TextDataset)
+
+
+def lm_protocol(cfg: Config, bundle: Any) -> dict[str, Any]:
+    """What a language model's perplexity depends on besides the model, stored with every text run:
+    `lm_protocol` (canonical JSON: data set, tokenizer, vocabulary hash, and per evaluated split its
+    file, md5, tokens scored, window length and stride) and the calibration set of the pruning
+    (`lm_calibration`: sequences, their length, the seed that drew them from the training split)."""
+    from ..data import text_protocol
+
+    full = text_protocol(bundle)
+    keep = ("split", "file", "file_md5", "tokens", "tokens_scored", "eval_length", "eval_stride",
+            "windows")
+    evaluated = {split: None if full[split] is None else {k: full[split][k] for k in keep}
+                 for split in ("val", "test")}
+    protocol = {"dataset": full["dataset"], "tokenizer": full["tokenizer"],
+                "vocab_size": full["vocab_size"], "vocab_hash": full["vocab_hash"], **evaluated}
+    calibration = {"sequences": cfg.pruning.score_batches * cfg.finetune.batch_size,
+                   "length": full["train"]["block_size"], "seed": cfg.seed,
+                   "source": "the first score_batches training batches of epoch 0"}
+    return {"lm_protocol": json.dumps(protocol, sort_keys=True, separators=(",", ":")),
+            "lm_calibration": json.dumps(calibration, sort_keys=True, separators=(",", ":")),
+            "lm_tokenizer": full["tokenizer"], "lm_vocab_hash": full["vocab_hash"],
+            "lm_eval_length": full["test"]["eval_length"], "lm_eval_stride": full["test"]["eval_stride"]}
+
+
 def example_input(info: Any, device: torch.device) -> torch.Tensor:
-    """One all-zero example batch of the data set's input shape."""
-    return torch.zeros(1, *info.input_shape, device=device)
+    """One all-zero example batch of the data set's input shape (token ids for text)."""
+    dtype = torch.int64 if takes_tokens(info) else torch.float32
+    return torch.zeros(1, *info.input_shape, device=device, dtype=dtype)
 
 
 _REACHABLE: dict[str, Any] = {}  # most a channel strategy can reach, by model, input and ignore
@@ -200,6 +232,8 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
                           "to fetch the data set)")
     check_fits(cfg)  # a model too big for the input: refused before it is built
     info = static_info(cfg)
+    if info.num_classes is None:  # a vocabulary read from the training split: read it now
+        info = load_data(cfg, cfg.finetune, torch.device("cpu")).info
     try:
         model = build_model(cfg, info)
     except ModelError as exc:
@@ -221,9 +255,12 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
         detail = " ".join(str(exc).split())[:160]
         raise ModelError(f"model.name: {cfg.model.name!r} does not accept inputs of shape "
                          f"{tuple(info.input_shape)} from data set {cfg.data.name!r}: {detail}") from None
-    if out.ndim != 2 or (info.num_classes and out.shape[1] != info.num_classes):
+    expected = ((1, *info.input_shape, info.num_classes) if takes_tokens(info)
+                else (1, info.num_classes))
+    if out.ndim != len(expected) or (info.num_classes and out.shape[-1] != info.num_classes):
+        shape = "(batch, tokens, vocabulary)" if takes_tokens(info) else "(batch, classes)"
         raise ModelError(f"model.name: {cfg.model.name!r} outputs shape {tuple(out.shape)}, expected "
-                         f"(batch, {info.num_classes}) for data set {cfg.data.name!r}")
+                         f"{shape} = {expected} for data set {cfg.data.name!r}")
     if compression:
         check_compression(cfg, model, info)
     load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..metrics import evaluate
+from ..metrics.perplexity import evaluate_lm
 from ..pruning import hold
 from .config import RecipeConfig
 from .optim import lr_at, make_optimizer, set_lr
@@ -19,6 +20,14 @@ from .optim import lr_at, make_optimizer, set_lr
 EpochHook = Callable[[str, int, dict[str, Any]], None]
 StepHook = Callable[[int], None]  # called after every optimizer step with the batch's size
 SaveHook = Callable[[int, torch.optim.Optimizer, list[dict[str, Any]]], None]
+
+
+def task_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy: over examples (logits (B, C)), or over the scored tokens of a language
+    model (logits (B, T, vocab), targets (B, T) with -100 where a token is not scored)."""
+    if out.dim() == 3:
+        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=-100)
+    return nn.functional.cross_entropy(out, y)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -78,9 +87,16 @@ def train_epoch(
             loss_sum = torch.zeros((), dtype=torch.float32, device=y.device)
             correct = torch.zeros((), dtype=torch.int64, device=y.device)
         batch = y.shape[0]
-        loss_sum.add_(loss.detach(), alpha=batch)
-        correct.add_(out.detach().argmax(1).eq(y).sum())
-        n += batch
+        if out.dim() == 3:  # a language model: running means over the scored tokens
+            scored = y.ne(-100)
+            count = int(scored.sum())
+            loss_sum.add_(loss.detach(), alpha=count)
+            correct.add_((out.detach().argmax(-1).eq(y) & scored).sum())
+            n += count
+        else:
+            loss_sum.add_(loss.detach(), alpha=batch)
+            correct.add_(out.detach().argmax(1).eq(y).sum())
+            n += batch
         if on_step is not None:
             on_step(batch)
         if bar is not None:
@@ -93,9 +109,14 @@ def train_epoch(
 def evaluate_split(
     model: nn.Module, loader: Any, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
 ) -> dict[str, float] | None:
-    """Top-1, top-5 and mean loss over a loader (None for an empty or missing split)."""
+    """Top-1, top-5 and mean loss over a loader (None for an empty or missing split); for a text
+    split (a loader with a `protocol`): mean token loss, perplexity and bits per token."""
     if loader is None or len(loader) == 0:
         return None
+    if getattr(loader, "protocol", None) is not None:
+        with autocast():
+            result = evaluate_lm(model, loader)
+        return {"loss": float(result["loss"]), "ppl": float(result["ppl"]), "bpc": float(result["bpc"])}
     with autocast():
         result = evaluate(model, loader)
     return {"acc1": float(result["acc1"]), "acc5": float(result["acc5"]), "loss": float(result["loss"])}
@@ -148,7 +169,7 @@ def fit(
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     held = hold(optimizer, model)  # pruned entries stay exactly zero after every step
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = task_loss
     remaining = end_epoch - start_epoch
     progress = progress and remaining > 0 and sys.stderr.isatty()
     bar = tqdm(total=remaining * len(train), desc=phase, unit="batch", leave=False,

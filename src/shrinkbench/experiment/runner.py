@@ -21,12 +21,12 @@ from ..pruning.masks import load_state_dict
 from ..pruning.structured import apply_architecture, architecture, remove_channels, slim_payload
 from ..results.files import run_dir, write_csv, write_json, write_yaml
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint, save_state_dict
-from .components import build_model, load_data, preflight
+from .components import build_model, lm_protocol, takes_tokens, load_data, preflight
 from .config import Config, config_to_dict
 from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epochs, read_metrics,
                     split_metrics, summarize)
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
-from .loops import EpochHook, derive_seed, fit, seeded_rng
+from .loops import EpochHook, derive_seed, fit, seeded_rng, task_loss
 from .schedules import Cost, classifier_rates, dense_cost, schedule_name
 from .scheduled import check_masks_hold, run_scheduled
 from .speed import measure_speed
@@ -54,7 +54,7 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
     try:
         with seeded_rng(derive_seed(cfg.seed, "prune"), device):
             return prune(model, p.strategy, p.compression, batches=batches,
-                         loss_fn=nn.CrossEntropyLoss(), seed=cfg.seed,
+                         loss_fn=task_loss, seed=cfg.seed,
                          include_classifier=p.include_classifier, include_bias=p.include_bias,
                          ignore=tuple(p.ignore), options=p.options, target=p.target,
                          round_to=p.round_to, allocation=p.allocation,
@@ -178,6 +178,8 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
         load_weights(dense, dense_file)
         metrics.update(measure_speed(cfg, model, dense, bundle.info, device))
     metrics.update(oneshot_cost(cfg, metrics, bundle.train))
+    if takes_tokens(bundle.info):
+        metrics.update(lm_protocol(cfg, bundle))
     metrics["time_total_s"] = before + time.perf_counter() - began
     metrics["env"] = environment(device)
     metrics["strategy_name"] = strategy_shown(cfg.pruning.strategy)  # what every table calls it

@@ -26,7 +26,7 @@ from ..models import load_weights
 from ..pruning.masks import load_state_dict
 from ..results.files import atomic_write_bytes, run_dir, write_csv, write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, load_state, model_state, save_checkpoint, save_state_dict
-from .components import build_model, example_input, load_data
+from .components import build_model, lm_protocol, takes_tokens, example_input, load_data
 from .config import Config
 from .dense import ensure_dense, file_lock, finished, read_metrics, split_metrics, summarize
 from .device import autocast_factory, environment, resolve_device, use_channels_last
@@ -407,6 +407,8 @@ class ScheduledRun:
             metrics["round_val_acc1"] = [r["val_acc1"] for r in self.rounds]
             metrics["round_test_acc1"] = [r["test_acc1"] for r in self.rounds]
         metrics["schedule"] = s.kind
+        if takes_tokens(self.info):
+            metrics.update(lm_protocol(cfg, self.bundle))
         metrics["schedule_name"] = schedule_name(cfg)
         if cfg.latency.enabled:
             reference = build_model(cfg, self.info, self.device)

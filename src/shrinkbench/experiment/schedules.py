@@ -203,7 +203,7 @@ class Pruner:
     def __call__(self, model: nn.Module, keep: int | None = None, strategy: str | None = None,
                  salt: str = "") -> None:
         """Prune to `keep` prunable weights (None: the run's target compression)."""
-        from .loops import derive_seed, seeded_rng
+        from .loops import derive_seed, seeded_rng, task_loss
 
         p = self.cfg.pruning
         total, fixed, _, _ = self.counts(model)
@@ -214,7 +214,7 @@ class Pruner:
         try:
             with seeded_rng(derive_seed(self.cfg.seed, self.seed_salt, salt), self.device):
                 prune(model, strategy or p.strategy, compression, batches=self.batches,
-                      loss_fn=nn.CrossEntropyLoss(), seed=self.cfg.seed if not salt
+                      loss_fn=task_loss, seed=self.cfg.seed if not salt
                       else derive_seed(self.cfg.seed, salt) % (2**62),
                       include_classifier=p.include_classifier, include_bias=p.include_bias,
                       ignore=tuple(p.ignore), options=p.options if strategy is None else {},

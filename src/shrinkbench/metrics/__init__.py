@@ -1,4 +1,5 @@
-"""Metrics of a (pruned) model: parameters, compression, size, MACs, other ops, accuracy, latency."""
+"""Metrics of a (pruned) model: parameters, compression, size, MACs, other ops, accuracy, perplexity,
+latency."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from shrinkbench.metrics.latency import Latency, compare_latency, latency_at_bat
 from shrinkbench.metrics.macs import LayerMacs, MacReport, count_macs, register_mac_rule
 from shrinkbench.metrics.other_ops import count_other_ops
 from shrinkbench.metrics.params import ParamCount, SizeReport, compression_ratio, count_parameters, model_size
+from shrinkbench.metrics.perplexity import evaluate_lm
 from shrinkbench.metrics.sparse_exec import CSRLinear, csr_layers, sparse_linear
 from shrinkbench.metrics.table import format_table, layer_table
 
@@ -24,6 +26,7 @@ __all__ = [
     "count_parameters",
     "csr_layers",
     "evaluate",
+    "evaluate_lm",
     "format_table",
     "latency_at_batches",
     "layer_table",

@@ -6,7 +6,8 @@ classifier in `model.shrinkbench_classifier`, which pruning leaves alone by defa
 
 from __future__ import annotations
 
-from . import cifar_resnet, convnets, mlp, mobilenet, resnet, vgg  # noqa: F401  (registration)
+from . import cifar_resnet, convnets, gpt, mlp, mobilenet, resnet, vgg, vit  # noqa: F401  (registration)
+from .gpt import example_input, hf_causal_lm, takes_tokens
 from .weights import check_state_dict, file_sha256, load_weights
 from .zoo import MODELS, ModelEntry, ModelInfo, create, list_models, model_info, register_model
 
@@ -16,9 +17,12 @@ __all__ = [
     "ModelInfo",
     "check_state_dict",
     "create",
+    "example_input",
     "file_sha256",
+    "hf_causal_lm",
     "list_models",
     "load_weights",
     "model_info",
     "register_model",
+    "takes_tokens",
 ]

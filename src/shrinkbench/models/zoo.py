@@ -120,7 +120,8 @@ def check_input_size(name: str, input_shape: tuple[int, ...]) -> None:
     info = MODELS.get(name).info
     shape = tuple(input_shape)
     if len(shape) >= 3 and min(shape[1:]) < info.min_size:
-        fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])]
+        fits = [n for n in MODELS.names() if MODELS.get(n).info.min_size <= min(shape[1:])
+                and len(MODELS.get(n).info.default_input_shape) == len(shape)]  # images, not tokens
         raise ModelError(
             f"model {info.name!r} needs inputs of at least {info.min_size}x{info.min_size}, not "
             f"{'x'.join(map(str, shape[1:]))} (its feature maps would shrink to nothing); models "

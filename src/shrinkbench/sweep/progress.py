@@ -54,6 +54,9 @@ def outcome_line(job: Job, outcome: Outcome) -> str:
         return f"{head} ({outcome.seconds:.1f} s): {outcome.error}"
     acc = outcome.metrics.get("post_test_acc1", outcome.metrics.get("dense_test_acc1"))
     acc_text = f" test top-1 {100 * acc:.2f}%" if isinstance(acc, (int, float)) else ""
+    ppl = outcome.metrics.get("post_test_ppl", outcome.metrics.get("dense_test_ppl"))
+    if not acc_text and isinstance(ppl, (int, float)):
+        acc_text = f" test perplexity {ppl:.3f}"
     theoretical, measured = outcome.metrics.get("speedup"), outcome.metrics.get("speedup_measured")
     if job.kind != "dense" and isinstance(theoretical, (int, float)) and isinstance(measured, (int, float)):
         acc_text += f", speedup {theoretical:.2f}x (measured {measured:.2f}x)"
