@@ -37,9 +37,11 @@ def _comparison(comparisons: pd.DataFrame, compression: float, a: str, b: str) -
     return row
 
 
-def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Per compression: the best strategy by mean `metric`, the runner-up, their paired test, and the
-    strategies significantly worse than the best (Holm-adjusted, from `comparisons`)."""
+def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC,
+            lower: bool = False) -> pd.DataFrame:
+    """Per compression: the best strategy by mean `metric` (the highest; the lowest with `lower`, as
+    for a perplexity), the runner-up, their paired test, and the strategies significantly worse than
+    the best (Holm-adjusted, from `comparisons`)."""
     pruned = runs[~_is_control(runs)]
     columns = ["compression", "best", "best_mean", "best_ci95", "best_n", "next", "next_mean",
                "next_ci95", "diff", "diff_low", "diff_high", "p_holm", "significant", "below", "macs_ratio",
@@ -50,7 +52,7 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
     agg = agg[agg[f"{metric}_n"] > 0]
     records = []
     for compression, at in agg.groupby("compression", sort=True):
-        at = at.sort_values([f"{metric}_mean", "strategy"], ascending=[False, True])
+        at = at.sort_values([f"{metric}_mean", "strategy"], ascending=[lower, True])
         best = at.iloc[0]
         record = {"compression": float(compression), "best": best["strategy"],
                   "best_mean": best[f"{metric}_mean"], "best_ci95": best[f"{metric}_ci95"],
@@ -72,7 +74,9 @@ def winners(runs: pd.DataFrame, comparisons: pd.DataFrame, metric: str = METRIC)
                                   equal_cost=bool(equal) if isinstance(equal, (bool, np.bool_)) else None)
             for other in at["strategy"].iloc[1:]:
                 test = _comparison(comparisons, compression, best["strategy"], other)
-                if test is not None and test["significant"] and test["mean_diff"] > 0:
+                if test is None or not test["significant"]:
+                    continue
+                if (test["mean_diff"] < 0) if lower else (test["mean_diff"] > 0):
                     record["below"].append(other)
         records.append(record)
     return pd.DataFrame.from_records(records, columns=columns)

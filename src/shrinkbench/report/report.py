@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import ConfigError, StoreError
 from ..results import Store, analysis, load, load_epochs, load_layers
 from ..results.files import atomic_write_bytes
-from . import headline, schedules, tables
+from . import headline, language, schedules, tables
 from .tables import fmt_number, fmt_ratio
 from .document import Bullets, Document, Heading, Image, Preformatted, Table, Text, to_html, to_markdown
 from .literature import Survey, load_survey, pair_results, plottable
@@ -60,9 +60,10 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
                  title: str | None = None) -> Document:
     """The report of the results in `out_dir` as a Document (nothing written).
 
-    Sections: summary (findings first), plots, tables, schedules (when some run was not pruned
-    one-shot), measured speed (when the runs timed their forward passes), setup, checklist,
-    literature (when given), failed runs, environment.
+    Sections: summary (findings first), plots, tables, language models (when some data set and
+    model has perplexities and no accuracy: those pairs are left out of the accuracy plots and
+    tables), schedules (when some run was not pruned one-shot), measured speed (when the runs timed
+    their forward passes), setup, checklist, literature (when given), failed runs, environment.
     """
     folder = Path(out_dir)
     done, failed, counts = _load_runs(folder)
@@ -72,19 +73,25 @@ def build_report(out_dir: str | os.PathLike, literature: str | os.PathLike | Sur
     doc = Document(title or f"ShrinkBench report: {folder.resolve().name}")
     runs = tables.with_changes(done, CHANGE_METRICS) if len(done) else done
     pairs = _pairs(runs) if len(runs) else []
-    comparisons = {pair: analysis.compare_per_compression(_of_pair(runs, *pair)) for pair in pairs}
-    _summary(doc, folder, runs, counts, pairs, comparisons)
-    if pairs:
-        _plots(doc, folder, runs, pairs)
-    _tables(doc, runs, pairs, comparisons)
+    # language models (perplexity, no accuracy) get their own section instead of the accuracy ones
+    text = language.language_pairs(runs, pairs, _of_pair)
+    accuracy = [pair for pair in pairs if pair not in text]
+    comparisons = {pair: analysis.compare_per_compression(_of_pair(runs, *pair)) for pair in accuracy}
+    _summary(doc, folder, runs, counts, pairs, comparisons, text)
+    if accuracy:
+        _plots(doc, folder, runs, accuracy, text)
+    if accuracy or not text:
+        _tables(doc, runs, accuracy, comparisons, text)
+    if text:
+        language.section(doc, runs, text, _of_pair, load_layers(folder))
     if pairs and analysis.has_schedules(runs):
         schedules.section(doc, runs, pairs, _of_pair)
     if pairs and analysis.has_measured_speed(runs):
-        _measured_speed(doc, runs, pairs)
-    _setup(doc, done, counts)
+        _measured_speed(doc, runs, pairs, text)
+    _setup(doc, done, counts, text)
     _checklist(doc, done)
     if survey is not None:
-        _literature(doc, runs, survey)
+        _literature(doc, runs, survey, text)
     _failures(doc, failed)
     _environment(doc, done)
     return doc
@@ -97,19 +104,27 @@ def _controls(runs: pd.DataFrame) -> int:
     return int((pd.to_numeric(runs["compression"], errors="coerce") == 1).sum())
 
 
+ACCURACY_NOTE = ("Accuracies are on the test split, in percent; changes are in percentage points (pp). "
+                 "Strategies are compared at each compression on runs paired by seed (paired t-test), with "
+                 "Holm's correction over all the comparisons shown for a data set and model.")
+LANGUAGE_NOTE = ("Language models (perplexity, no accuracy) are ranked by their lowest perplexity "
+                 "(lower is better), compared only between runs evaluated under an identical protocol; "
+                 "see Language models.")
+
+
 def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, dict[str, int]],
-             pairs: list[tuple[str, str]], comparisons: dict[tuple[str, str], pd.DataFrame]) -> None:
+             pairs: list[tuple[str, str]], comparisons: dict[tuple[str, str], pd.DataFrame],
+             text: list[tuple[str, str]] = ()) -> None:
     prune = counts["prune"]
     holds = sum(item.passed for item in analysis.checklist(runs)) if len(runs) else 0
+    notes = [ACCURACY_NOTE] if len(text) < len(pairs) or not pairs else []
+    notes += [LANGUAGE_NOTE] if text else []
     doc.add(Heading("Summary"),
             Text(f"Results folder {folder}: {prune['done']} runs done ({_controls(runs)} of them "
                  f"unpruned control{'s' if _controls(runs) != 1 else ''} at compression 1), "
                  f"{prune['failed']} failed, "
                  f"{prune['pending'] + prune['running']} pending or running; {holds} of 6 items of the "
-                 "reporting checklist hold (see Checklist). Accuracies are on the test split, in percent; "
-                 "changes are in percentage points (pp). Strategies are compared at each compression on "
-                 "runs paired by seed (paired t-test), with Holm's correction over all the comparisons "
-                 "shown for a data set and model."))
+                 "reporting checklist hold (see Checklist). " + " ".join(notes)))
     if len(runs) and analysis.has_schedules(runs):
         doc.add(Text("Schedules: some runs were pruned on a schedule other than one-shot; each schedule "
                      "is its own curve, labelled \"Strategy [schedule]\" in every figure and table (see "
@@ -126,6 +141,9 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
     for dataset, model in pairs:
         pair = _of_pair(runs, dataset, model)
         name = pair_title(dataset, model)
+        if (dataset, model) in text:
+            language.summary(doc, pair, name)
+            continue
         table = headline.winners(pair, comparisons[(dataset, model)])
         doc.add(Heading(name, level=3),
                 Bullets(tuple(headline.findings(table, comparisons[(dataset, model)], pair))))
@@ -140,11 +158,20 @@ def _summary(doc: Document, folder: Path, runs: pd.DataFrame, counts: dict[str, 
                              if headline.COST_COLUMN in winners else "")))
 
 
-def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
+def _language_pointer(doc: Document, text: list[tuple[str, str]]) -> None:
+    """A line naming the language-model pairs that a section of accuracy leaves out."""
+    if text:
+        doc.add(Text("Language models, measured by perplexity (see Language models): "
+                     + "; ".join(pair_title(*pair) for pair in text) + "."))
+
+
+def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[str, str]],
+           text: list[tuple[str, str]] = ()) -> None:
     from .plots import accuracy_figure, finetune_figure, layer_density_figure  # matplotlib
     from .style import legend_label  # display names; "Strategy [schedule]" on two lines
 
     doc.add(Heading("Plots"))
+    _language_pointer(doc, text)
     layers = load_layers(folder)
     epochs = load_epochs(folder, kind="prune")
     for dataset, model in pairs:
@@ -177,8 +204,9 @@ def _plots(doc: Document, folder: Path, runs: pd.DataFrame, pairs: list[tuple[st
 
 
 def _tables(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]],
-            comparisons: dict[tuple[str, str], pd.DataFrame]) -> None:
+            comparisons: dict[tuple[str, str], pd.DataFrame], text: list[tuple[str, str]] = ()) -> None:
     doc.add(Heading("Tables"))
+    _language_pointer(doc, text)
     if not pairs:
         doc.add(Text("No finished runs to compare."))
         return
@@ -220,7 +248,8 @@ def _runs_text(n: int) -> str:
     return f"{n} pruned run{'s' if n != 1 else ''}"
 
 
-def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
+def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, str]],
+                    text: list[tuple[str, str]] = ()) -> None:
     """Accuracy against measured speedup, measured against theoretical, the latencies behind them, why
     unstructured masks do not run faster, and the runs that got slower while needing fewer MACs."""
     from .plots import measured_speed_figure  # matplotlib
@@ -262,7 +291,9 @@ def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, st
             unmeasured.append(name)
             continue
         doc.add(Heading(name, level=3))
-        fig = measured_speed_figure(pair, title=name, labeller=legend_label)
+        # its left panel is top-1 against measured speed: nothing to draw for a language model
+        fig = measured_speed_figure(pair, title=name, labeller=legend_label) if (dataset, model) not in text \
+            else None
         if fig is not None:
             doc.add(Image(fig, f"{dataset}-{model}-measured-speed",
                           f"{name}, left: top-1 test accuracy after fine-tuning against the measured "
@@ -289,15 +320,19 @@ def _measured_speed(doc: Document, runs: pd.DataFrame, pairs: list[tuple[str, st
                               "repeats, in ms)"))
 
 
-def _setup(doc: Document, runs: pd.DataFrame, counts: dict[str, dict[str, int]]) -> None:
+def _setup(doc: Document, runs: pd.DataFrame, counts: dict[str, dict[str, int]],
+           text: list[tuple[str, str]] = ()) -> None:
     table, left_out = tables.setup_table(runs, counts)
     doc.add(Heading("Setup"),
             Table(table, "What was run: the grid, the training budgets and every setting that is not at "
                          "its default"))
     if left_out:
         doc.add(Text(tables.setup_note(left_out)))
-    if len(runs):
-        doc.add(Table(tables.dense_table(runs), "Dense (unpruned) models, test accuracy"))
+    # the dense language models' perplexities are in the Language models section, per protocol
+    keys = list(zip(runs["dataset"], runs["model"])) if len(runs) and text else []
+    image = runs[[key not in text for key in keys]] if keys else runs
+    if len(image):
+        doc.add(Table(tables.dense_table(image), "Dense (unpruned) models, test accuracy"))
 
 
 def _checklist(doc: Document, runs: pd.DataFrame) -> None:
@@ -309,7 +344,7 @@ def _checklist(doc: Document, runs: pd.DataFrame) -> None:
             Table(table))
 
 
-def _literature(doc: Document, runs: pd.DataFrame, survey: Survey) -> None:
+def _literature(doc: Document, runs: pd.DataFrame, survey: Survey, text: list[tuple[str, str]] = ()) -> None:
     doc.add(Heading("Comparison with the literature"),
             Text(f"Published results from the survey of Blalock et al. (2020), {survey.n_papers} papers, "
                  f"{survey.n_results} results, normalized to compression ratio, theoretical speedup and "
@@ -317,6 +352,8 @@ def _literature(doc: Document, runs: pd.DataFrame, survey: Survey) -> None:
                  "and FLOP counting, so they are context, not a controlled comparison."))
     unmatched = []
     for dataset, model in _pairs(runs):
+        if (dataset, model) in text:  # the survey holds accuracies of image classifiers only
+            continue
         theirs_d = survey_dataset(dataset, survey.results["dataset"].dropna().unique())
         theirs_m = survey_model(model, survey.results["model"].dropna().unique())
         points = pair_results(survey, theirs_d, theirs_m) if theirs_d and theirs_m else pd.DataFrame()

@@ -74,6 +74,8 @@ STRATEGY_STYLES: dict[str, tuple[str, str]] = {
     "SNIP": ("#332288", "<"),  # indigo
     "GraSP": ("#882255", ">"),  # wine
     "SynFlow": ("#117733", "h"),  # green
+    "Wanda": ("#AA4499", "p"),  # purple (language models)
+    "SparseGPT": ("#44AA99", "d"),  # teal (language models)
     "Unpruned": (DENSE_COLOR, "*"),
 }
 # Further colour-blind-considerate colours (Tol's "muted" set, minus near-duplicates of the above).

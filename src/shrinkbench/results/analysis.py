@@ -18,7 +18,8 @@ import pandas as pd
 from scipy import special
 
 from ..errors import ConfigError
-from .checks import CheckItem, checklist
+from . import checks
+from .checks import CheckItem
 from .names import canonical_strategy, display_name
 
 __all__ = [
@@ -28,7 +29,9 @@ __all__ = [
     "measured_by_kind", "slower_than_dense", "COST_KEYS", "EQUAL_COST", "base_strategy", "schedule_of",
     "schedule_kinds", "at_init", "is_oneshot", "strategy_sort_key", "has_schedules", "train_macs",
     "has_costs", "cost_ratio", "equal_cost", "training_cost", "unequal_costs", "round_points",
-    "round_curves", "path_points",
+    "round_curves", "path_points", "LM_SPLITS", "is_lm_run", "is_language_model", "lm_splits",
+    "lm_protocol_key", "parse_protocol", "protocol_groups", "lm_finetuned", "lm_change", "lm_dense",
+    "lm_calibration", "NO_PROTOCOL",
 ]
 
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "model", "strategy", "compression")
@@ -765,3 +768,148 @@ def round_curves(df: pd.DataFrame, metric: str = "round_test_top1_pct",
         x=("x", "mean"), mean=("y", "mean"), min=("y", "min"), max=("y", "max"), n=("y", "size"),
         from_rounds=("from_rounds", "all")).reset_index()
     return out.sort_values(["strategy", "x"]).reset_index(drop=True)[columns]
+
+
+# --- language models ------------------------------------------------------------------------------
+# Runs on text data sets record, instead of accuracy, the mean NLL per scored token (`*_loss`, nats),
+# its perplexity (`*_ppl` = exp(loss)) and bits per token (`*_bpc`) per stage (dense, pre, post) and
+# split (val, test), and `lm_protocol`: a canonical JSON string of everything a perplexity depends on
+# besides the model (data set, tokenizer, vocabulary and its hash, per split the file, its md5, the
+# tokens scored, the evaluation window length and stride). Perplexities are comparable only between
+# runs whose protocol strings are identical: `protocol_groups` splits runs accordingly.
+LM_SPLITS: tuple[str, ...] = ("val", "test")
+NO_PROTOCOL = ""  # the protocol key of runs that recorded none
+_ACCURACY_COLUMNS: tuple[str, ...] = tuple(f"{stage}_{split}_top1_pct" for stage in ("pre", "post")
+                                           for split in ("val", "test"))
+
+
+def _finite_rows(df: pd.DataFrame, columns: Iterable[str]) -> np.ndarray:
+    """Per row: True where some of `columns` (those present) holds a finite number."""
+    out = np.zeros(len(df), dtype=bool)
+    for column in columns:
+        if column in df.columns:
+            out |= np.isfinite(_numeric(df[column]).to_numpy())
+    return out
+
+
+def is_lm_run(df: pd.DataFrame) -> np.ndarray:
+    """Per run: True for a language-model run: a perplexity after pruning (`post_test_ppl` or
+    `post_val_ppl`) and no top-1 accuracy."""
+    ppl = _finite_rows(df, ("post_test_ppl", "post_val_ppl"))
+    return ppl & ~_finite_rows(df, _ACCURACY_COLUMNS)
+
+
+def is_language_model(df: pd.DataFrame) -> bool:
+    """True when the runs (of one data set and model) are language-model runs: some run has a
+    perplexity after pruning and none has a top-1 accuracy."""
+    return bool(len(df)) and bool(is_lm_run(df).any()) and not _finite_rows(df, _ACCURACY_COLUMNS).any()
+
+
+def lm_splits(df: pd.DataFrame, stage: str = "post") -> list[str]:
+    """The splits ("val", "test") with a finite `<stage>_<split>_ppl` on some run, in that order."""
+    return [split for split in LM_SPLITS if _finite_rows(df, (f"{stage}_{split}_ppl",)).any()]
+
+
+def lm_protocol_key(df: pd.DataFrame) -> pd.Series:
+    """Per run the `lm_protocol` string it recorded (NO_PROTOCOL where it recorded none)."""
+    return _text_column(df, "lm_protocol").fillna(NO_PROTOCOL).astype(object)
+
+
+def parse_protocol(text: Any) -> dict[str, Any]:
+    """An `lm_protocol` (or `lm_calibration`) JSON string as a dict; {} when absent or unreadable."""
+    import json
+
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def protocol_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs split by identical `lm_protocol` string: (key, runs) per protocol, the protocol with
+    the most runs first (then by test window length and stride, then by key); runs that recorded no
+    protocol form a last group keyed NO_PROTOCOL. Only runs within one group may be compared."""
+    if df.empty:
+        return []
+    keys = lm_protocol_key(df)
+    groups = [(str(key), df[(keys == key).to_numpy()]) for key in keys.unique()]
+
+    def order(group: tuple[str, pd.DataFrame]) -> tuple:
+        test = parse_protocol(group[0]).get("test")
+        window = [test.get(k) if isinstance(test, dict) else None for k in ("eval_length", "eval_stride")]
+        window = [float(v) if isinstance(v, (int, float)) else math.inf for v in window]
+        return (group[0] == NO_PROTOCOL, -len(group[1]), *window, group[0])
+
+    return sorted(groups, key=order)
+
+
+def lm_finetuned(df: pd.DataFrame) -> bool:
+    """Whether fine-tuning changed any pruned run's perplexity: False when every pruned run's
+    perplexity after fine-tuning equals the one before it (0 fine-tuning epochs), or when no run
+    recorded the perplexity before fine-tuning."""
+    pruned = df[~_is_control(df)] if "compression" in df.columns else df
+    for split in LM_SPLITS:
+        pre, post = f"pre_{split}_ppl", f"post_{split}_ppl"
+        if pre not in pruned.columns or post not in pruned.columns:
+            continue
+        a, b = _numeric(pruned[pre]).to_numpy(), _numeric(pruned[post]).to_numpy()
+        both = np.isfinite(a) & np.isfinite(b)
+        if both.any() and not np.allclose(a[both], b[both], rtol=1e-9, atol=0.0):
+            return True
+    return False
+
+
+def lm_change(df: pd.DataFrame, split: str, stage: str = "post") -> pd.Series:
+    """Per run its perplexity at `stage` minus its dense model's on the same split (and protocol)."""
+    column, dense = f"{stage}_{split}_ppl", f"dense_{split}_ppl"
+    if column not in df.columns or dense not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return _numeric(df[column]) - _numeric(df[dense])
+
+
+def lm_dense(df: pd.DataFrame, split: str, metric: str = "ppl") -> tuple[float, int]:
+    """The dense model's `metric` on `split` (mean over seeds of each seed's dense value) and the
+    number of seeds; (NaN, 0) when no run recorded it."""
+    column = f"dense_{split}_{metric}"
+    if column not in df.columns or "seed" not in df.columns:
+        return math.nan, 0
+    values = _numeric(df[column])
+    keep = values.notna()
+    per_seed = values[keep].groupby(df["seed"][keep]).mean()
+    return (float(per_seed.mean()), len(per_seed)) if len(per_seed) else (math.nan, 0)
+
+
+def lm_calibration(df: pd.DataFrame) -> dict[str, tuple]:
+    """The distinct calibration settings of the pruned runs (`lm_calibration`): sequences, length,
+    seed and source, each as a sorted tuple of the values present."""
+    pruned = df[~_is_control(df)] if "compression" in df.columns else df
+    docs = [parse_protocol(v) for v in _text_column(pruned, "lm_calibration")]
+    return {key: _distinct(pd.Series([d.get(key) for d in docs], dtype=object))
+            for key in ("sequences", "length", "seed", "source")}
+
+
+def checklist(df: pd.DataFrame) -> list[CheckItem]:
+    """The reporting checklist (results.checks) of the runs in `df`; top-5 accuracy does not apply to
+    language models, so their data sets count as "not applicable" in that item."""
+    items = checks.checklist(df)
+    if df.empty or "dataset" not in df.columns:
+        return items
+    text = {d for d in df["dataset"].dropna().unique()
+            if is_language_model(df[(df["dataset"] == d).to_numpy()])}
+    if not text:
+        return items
+    others = df[~df["dataset"].isin(text).to_numpy()]
+    note = "; ".join(f"{d}: not applicable (language model)" for d in sorted(text, key=str))
+    out = []
+    for item in items:
+        if item.rule == "top5":
+            if others.empty:
+                item = CheckItem("top5", True, note)
+            else:
+                rest = next(i for i in checks.checklist(others) if i.rule == "top5")
+                item = CheckItem("top5", rest.passed, f"{rest.detail}; {note}")
+        out.append(item)
+    return out

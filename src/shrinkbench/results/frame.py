@@ -109,8 +109,22 @@ _NUMERIC_MEASURED = frozenset(MEASURED_KEYS) - {"latency_device"}
 _ACCURACY = re.compile(r"^(?:(?P<head>.*)_)?acc(?P<k>[15])$")
 
 
+# Language-model metrics (text runs): mean NLL per scored token in nats (`*_loss`), perplexity
+# exp(loss) (`*_ppl`) and bits per token (`*_bpc`), per stage and split (`post_test_ppl`), in the
+# epoch rows too (`val_ppl`); and the evaluation window of the protocol. They keep their names and
+# are always numbers in a frame (a null or a hand-edited string becomes NaN, +inf stays).
+_LM_METRIC = re.compile(r"^(?:(?:dense|pre|post|round)_)?(?:train|val|test)_(?:loss|ppl|bpc)$")
+_NUMERIC_LM = frozenset({"lm_eval_length", "lm_eval_stride"})
+
+
+def is_lm_metric(name: str) -> bool:
+    """Whether a stored metric is a language-model loss, perplexity or bits per token."""
+    return _LM_METRIC.match(name) is not None
+
+
 def frame_metric_name(name: str) -> str:
-    """The frame column of a stored metric: `*_acc1` -> `*_top1_pct` (percent); others unchanged."""
+    """The frame column of a stored metric: `*_acc1` -> `*_top1_pct` (percent); others unchanged
+    (language-model metrics such as `post_test_ppl` and `post_val_bpc` included)."""
     match = _ACCURACY.match(name)
     if match is None:
         return name
@@ -124,15 +138,32 @@ def _percent(value: Any) -> Any:
     return value
 
 
+def _number(value: Any) -> float:
+    """A metric that must be a number as a float: NaN for null, a boolean or a non-numeric string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
 def frame_metric_value(name: str, value: Any) -> Any:
     """A stored metric's value in its frame unit (fractions of accuracy as percent, element by
     element in a list such as `round_test_acc1`; lists as tuples, which groupby can hash;
-    measured-speed numbers as floats, `structured` true/false as 1.0/0.0)."""
+    measured-speed numbers as floats, `structured` true/false as 1.0/0.0; language-model losses,
+    perplexities and bits per token, and the protocol's eval length and stride, as floats)."""
     if isinstance(value, (list, tuple)):
         accuracy = _ACCURACY.match(name) is not None
+        if is_lm_metric(name):
+            return tuple(_number(v) for v in value)
         return tuple(_percent(v) if accuracy else v for v in value)
     if _ACCURACY.match(name):
         return _percent(value)
+    if is_lm_metric(name) or name in _NUMERIC_LM:
+        return _number(value)
     if name in _NUMERIC_MEASURED:
         if isinstance(value, bool):
             return float(value)
