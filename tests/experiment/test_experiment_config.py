@@ -223,7 +223,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_examples_are_valid_configs(path):
     cfg = load_config(path)
-    assert cfg.pruning.strategy == "global_magnitude" and cfg.dense.recipe.epochs >= 12
+    assert cfg.pruning.strategy == "global_magnitude"
+    # full recipes, except the character model's, whose one epoch of 34 plays is its documented budget
+    assert cfg.dense.recipe.epochs >= 12 or cfg.data.name == "shakespeare"
     if cfg.data.name == "digits":
         assert preflight(cfg) is cfg
 

@@ -263,5 +263,9 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
                          f"{shape} = {expected} for data set {cfg.data.name!r}")
     if compression:
         check_compression(cfg, model, info)
-    load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
+    bundle = load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
+    if compression and not cfg.is_control and not STRATEGIES.get(cfg.pruning.strategy).structured:
+        from .schedules import check_steps  # (schedules imports this module)
+
+        check_steps(cfg, model, bundle.train)
     return cfg

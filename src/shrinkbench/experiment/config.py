@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -259,11 +260,15 @@ class ScheduleConfig(_Section):
 
     def __post_init__(self) -> None:
         check_section(self)
-        for name in ("rewind", "begin", "end"):  # one spelling per step: 0, "0" and "0it" are one run
+        for name in ("rewind", "begin", "end"):  # one spelling per step: 0, "00" and "0ep" are "0it"
             value = getattr(self, name)
             if value is not None:
-                text = str(value).replace(" ", "")
-                object.__setattr__(self, name, text + "it" if text.isdigit() else text)
+                match = re.fullmatch(r"(\d+)(ep|it)?", str(value).replace(" ", ""))
+                count, unit = int(match[1]), match[2] or "it"
+                object.__setattr__(self, name, "0it" if count == 0 else f"{count}{unit}")
+        if (self.end is not None and self.begin[-2:] == self.end[-2:]
+                and int(self.begin[:-2]) > int(self.end[:-2])):
+            raise ConfigError(f"{field_path('end')}: {self.end} comes before begin {self.begin}")
         for name, kinds in _SCHEDULE_FIELDS.items():
             if self.kind not in kinds and getattr(self, name) != _SCHEDULE_DEFAULTS[name]:
                 raise ConfigError(f"{field_path(name)}: applies to schedule kind "
@@ -343,6 +348,18 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(f"schedule.kind: {s.kind}{' at init' if s.at_init else ''} prunes "
                               "single weights over time; structured strategies "
                               f"({STRATEGIES.shown(cfg.pruning.strategy)}) run one-shot")
+        epochs = {"rewind": cfg.dense.recipe.epochs,
+                  "begin": (cfg.dense.recipe if s.at_init else cfg.finetune).epochs}
+        epochs["end"] = epochs["begin"]
+        for name, limit in epochs.items():  # steps in epochs are checked here; in steps, by preflight
+            value = getattr(s, name)
+            if value is None or not value.endswith("ep") or getattr(ScheduleConfig(), name) == value:
+                continue
+            count = int(value[:-2])
+            if count > limit or (name == "rewind" and count >= limit):
+                phase = "dense training" if name == "rewind" or s.at_init else "fine-tuning"
+                raise ConfigError(f"schedule.{name}: {value} is {'at or ' if name == 'rewind' else ''}"
+                                  f"past the end of {phase} ({limit} epochs)")
         if (s.kind == "lottery" or s.at_init) and cfg.dense.source != "train":
             raise ConfigError(f"dense.source: schedule {s.kind}"
                               f"{' at init' if s.at_init else ''} starts from the initialization "

@@ -83,7 +83,9 @@ def _remove(model: nn.Module, result: Any, stats: dict[str, Any], bundle: Any,
 def oneshot_cost(cfg: Config, metrics: dict[str, Any], train: Any) -> dict[str, Any]:
     """Training cost and sparsity path of a one-shot run: the dense training at dense MACs, then
     fine-tuning at the pruned model's MACs; one pruning step, before fine-tuning."""
-    dense = dense_cost(cfg.dense.recipe, train, metrics["macs_dense"])
+    # a dense model given as a checkpoint: its training is not known, so only fine-tuning counts
+    dense = (dense_cost(cfg.dense.recipe, train, metrics["macs_dense"]) if cfg.dense.source == "train"
+             else Cost())
     tuned = dense_cost(cfg.finetune, train, metrics["macs_sparse"])
     total = Cost(dense.epochs + tuned.epochs, dense.steps + tuned.steps, dense.macs + tuned.macs)
     out: dict[str, Any] = {**total.as_metrics(), "schedule": "oneshot",

@@ -127,7 +127,10 @@ class ScheduledRun:
         load_weights(self.model, self.dense_file)
 
     def base_cost(self) -> Cost:
-        """The cost of the trained dense model (dense MACs for every step)."""
+        """The cost of the trained dense model (dense MACs for every step); nothing for a dense
+        model given as a checkpoint (its training is not known)."""
+        if self.cfg.dense.source != "train":
+            return Cost()
         dense = build_model(self.cfg, self.info, self.device)
         from ..metrics import count_macs
 
@@ -243,6 +246,8 @@ class ScheduledRun:
             alive = sum(self.pruner.counts(self.model)[2].values())
             if keep < alive:
                 self.prune(None if step == end else keep)
+            if step == end:  # the final mask, before the training after it
+                self.metrics.update(self.evaluate("pre"))
 
         def hook(batch: int) -> None:
             self.tracker.on_step(batch)
@@ -264,8 +269,8 @@ class ScheduledRun:
         cfg = self.cfg
         dense = self.dense_bundle()
         k = parse_step(cfg.schedule.rewind, len(dense.train))
-        if k > cfg.dense.recipe.epochs * len(dense.train):
-            raise ConfigError(f"schedule.rewind: {cfg.schedule.rewind} is past the end of dense "
+        if k >= cfg.dense.recipe.epochs * len(dense.train):
+            raise ConfigError(f"schedule.rewind: {cfg.schedule.rewind} is at or past the end of dense "
                               f"training ({cfg.dense.recipe.epochs * len(dense.train)} steps)")
         if "rewind" not in self.extra:
             model = build_model(cfg, self.info, self.device)

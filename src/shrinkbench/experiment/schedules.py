@@ -159,14 +159,65 @@ def schedule_label(schedule: Any, control: bool = False) -> str:
 # ---- pruning to an exact count of kept prunable weights -------------------------------------------
 
 def classifier_rates(cfg: Config, model: nn.Module) -> dict[str, float] | None:
-    """The `layer_rates` of prune() for `pruning.classifier_rate` (None when it is 1)."""
+    """The `layer_rates` of prune() for `pruning.classifier_rate` (None when it is 1): the
+    classifier's weight under the name prunable_parameters lists it (a tied weight has one name)."""
     p = cfg.pruning
     if p.classifier_rate == 1.0:
         return None
     name = classifier_name(model)
     if name is None:
         raise ConfigError("pruning.classifier_rate: the model has no classifier layer to rate")
-    return {f"{name}.weight": p.classifier_rate}
+    weight = getattr(model.get_submodule(name), "weight", None)
+    params = prunable_parameters(model, p.include_classifier, p.include_bias, p.ignore)
+    listed = [key for key, param in params.items() if param is weight]
+    if not listed:
+        raise ConfigError(f"pruning.classifier_rate: the classifier {name!r} is not pruned "
+                          "(pruning.ignore names it, or it has no weight)")
+    return {listed[0]: p.classifier_rate}
+
+
+def check_steps(cfg: Config, model: nn.Module, train: Any) -> None:
+    """Refuse, before anything trains, a schedule whose steps cannot happen: a gradual window out of
+    its training phase or starting above the target, a rewinding point at or past the end of dense
+    training, more rounds than anyone means to run, a classifier rate that names nothing."""
+    s, p = cfg.schedule, cfg.pruning
+    classifier_rates(cfg, model)
+    if s.is_default or cfg.is_control:
+        return
+    params = prunable_parameters(model, p.include_classifier, p.include_bias, p.ignore)
+    total = sum(t.numel() for t in model.parameters())
+    prunable = sum(t.numel() for t in params.values())
+    target = keep_count(total, total - prunable, p.compression)
+    if s.kind == "gradual":
+        recipe = cfg.dense.recipe if s.at_init else cfg.finetune
+        per_epoch = steps_per_epoch(train, recipe.batch_size)
+        steps = recipe.epochs * per_epoch
+        begin = parse_step(s.begin, per_epoch)
+        end = parse_step(s.end, per_epoch) if s.end is not None else (3 * steps) // 4
+        if not begin <= end <= steps:
+            raise ConfigError(f"schedule.end: the gradual schedule prunes from step {begin} "
+                              f"({s.begin}) to step {end} ({s.end or 'three quarters'}), which must "
+                              f"lie in order within the {steps} steps of its training phase "
+                              f"({recipe.epochs} epochs of {per_epoch})")
+        if 1.0 - target / max(prunable, 1) < s.initial_sparsity:
+            raise ConfigError(f"schedule.initial_sparsity: {s.initial_sparsity:g} is above the "
+                              f"target's sparsity ({1 - target / prunable:.4g} of the prunable "
+                              "weights): the schedule would have nothing left to do")
+    if s.kind == "lottery":
+        per_epoch = steps_per_epoch(train, cfg.dense.recipe.batch_size)
+        steps = cfg.dense.recipe.epochs * per_epoch
+        if parse_step(s.rewind, per_epoch) >= steps:
+            raise ConfigError(f"schedule.rewind: {s.rewind} is at or past the end of dense "
+                              f"training ({steps} steps): the rounds would not train")
+    if s.kind in ("iterative", "lottery") and target < prunable:
+        rounds = math.log(max(target, 1) / prunable) / math.log(1.0 - s.rate)
+        if rounds > MAX_ROUNDS:
+            raise ConfigError(f"schedule.rate: {s.rate:g} per round needs about {rounds:,.0f} "
+                              f"rounds to reach compression {p.compression:g}; at most "
+                              f"{MAX_ROUNDS} are run (raise the rate)")
+
+
+MAX_ROUNDS = 1000
 
 
 @dataclass

@@ -34,7 +34,7 @@ SCHEDULE_TEXT: tuple[tuple[str, str], ...] = (
                 "round to their values at step r of the dense training (init: the initialization), "
                 "then trained with the dense recipe (Frankle & Carbin, 2019)"),
     ("reinit control", "reinit control: the ticket's final mask with the weights re-initialized"),
-    ("random control", "random control: random pruning to the ticket's per-layer sparsity"),
+    ("random control", "random control: random pruning at the ticket's compression (one random choice over all prunable weights), weights at the rewinding point"),
     ("shuffle control", "shuffle control: the ticket's mask shuffled within each layer"),
 )
 SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
