@@ -25,6 +25,7 @@ from ..pruning import STRATEGIES
 from ..pruning.structured import dependency_graph, reachable
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
+from .schedules import check_steps
 from .device import place_model, resolve_device, use_channels_last
 from .loops import derive_seed, seeded_rng
 
@@ -265,7 +266,5 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
         check_compression(cfg, model, info)
     bundle = load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
     if compression and not cfg.is_control and not STRATEGIES.get(cfg.pruning.strategy).structured:
-        from .schedules import check_steps  # (schedules imports this module)
-
         check_steps(cfg, model, bundle.train)
     return cfg

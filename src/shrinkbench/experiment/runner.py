@@ -174,7 +174,11 @@ def _run(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
                checkpoint_every=cfg.checkpoint_every, progress=progress)
     check_masks_hold(model)
     metrics["time_finetune_s"] = tuned_before + time.perf_counter() - tuning
-    metrics.update(split_metrics("post", model, bundle, autocast))
+    if cfg.finetune.epochs == 0 and not metrics.get("structured"):
+        # no fine-tuning: the model evaluated before it is the model after (one-shot protocol)
+        metrics.update({"post_" + k[4:]: v for k, v in list(metrics.items()) if k.startswith("pre_")})
+    else:
+        metrics.update(split_metrics("post", model, bundle, autocast))
     if cfg.latency.enabled:
         dense = build_model(cfg, bundle.info, device)
         load_weights(dense, dense_file)

@@ -11,7 +11,6 @@ dense model inherits the dense training's cost.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import re
@@ -26,7 +25,6 @@ from ..metrics import count_macs, count_parameters
 from ..pruning import classifier_name, masked_parameters, prunable_parameters, prune
 from ..pruning.api import keep_count
 from ..pruning.masks import apply_masks, attach_mask
-from .components import example_input
 from .config import Config, RecipeConfig
 
 STEP = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
@@ -370,14 +368,6 @@ def attach_all(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         attach_mask(model, name, mask)
     apply_masks(model)
-
-
-def new_tracker(model: nn.Module, info: Any, device: Any, train: Any, base: Cost) -> Tracker:
-    """A tracker whose cost starts at `base`, measuring `model` as it is."""
-    tracker = Tracker(example=example_input(info, device), epoch_examples=examples_per_epoch(train),
-                      cost=copy.deepcopy(base))
-    tracker.measure(model)
-    return tracker
 
 
 StepCallback = Callable[[int], None]

@@ -1,7 +1,8 @@
-"""Masks, prunable-parameter selection, importance scores, allocation, strategies and prune()."""
+"""Masks, prunable-parameter selection, importance scores, allocation (N:M included), strategies
+(Wanda and SparseGPT included) and prune()."""
 
 from .allocation import ALLOCATIONS
-from .api import PruneResult, prune
+from .api import PruneResult, nm_compression, prune
 from .masks import (
     Hold,
     apply_masks,
@@ -39,6 +40,7 @@ __all__ = [
     "list_strategies",
     "load_state_dict",
     "masked_parameters",
+    "nm_compression",
     "prunable_parameters",
     "prune",
     "register_strategy",

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import PruningError
+from ..errors import PruningError, UnknownNameError
 from ..registry import Registry
 
 # allocation(scores, alive, keep) -> name -> bool keep-mask (same shape as the score), keeping
@@ -25,7 +25,53 @@ from ..registry import Registry
 Allocation = Callable[
     [Mapping[str, Tensor], Mapping[str, Optional[Tensor]], int], dict[str, Tensor]
 ]
-ALLOCATIONS: Registry[Allocation] = Registry("allocation")
+# A resolver answers a name that is a pattern rather than a registered word ("2:4"): the canonical
+# name and the allocation, or None when the name is not of its shape.
+Resolver = Callable[[str], Optional[tuple[str, Allocation]]]
+
+
+class AllocationRegistry(Registry[Allocation]):
+    """The allocation registry: registered names, plus pattern names (N:M) answered by resolvers."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._resolvers: list[tuple[str, Resolver]] = []
+
+    def add_resolver(self, shape: str, resolver: Resolver) -> None:
+        """Answer names of `shape` (shown in errors, e.g. "N:M") with `resolver`."""
+        self._resolvers.append((shape, resolver))
+
+    def _resolved(self, name: str) -> tuple[str, Allocation] | None:
+        if not isinstance(name, str) or name in self:
+            return None
+        for _, resolver in self._resolvers:
+            hit = resolver(name)
+            if hit is not None:
+                return hit
+        return None
+
+    def patterns(self) -> list[str]:
+        """The shapes of the pattern names the resolvers accept (e.g. "N:M")."""
+        return [shape for shape, _ in self._resolvers]
+
+    def canonical(self, name: str) -> str:
+        """The canonical name of a registered name, alias or pattern name ("2:4")."""
+        hit = self._resolved(name)
+        if hit is not None:
+            return hit[0]
+        try:
+            return super().canonical(name)
+        except UnknownNameError as err:
+            shapes = ", ".join(f"{s} (e.g. 2:4)" if s == "N:M" else s for s in self.patterns())
+            raise UnknownNameError(f"{err}{', ' + shapes if shapes else ''}") from None
+
+    def get(self, name: str) -> Allocation:
+        """The allocation of a registered name, alias or pattern name."""
+        hit = self._resolved(name)
+        return hit[1] if hit is not None else super().get(name)
+
+
+ALLOCATIONS = AllocationRegistry("allocation")
 
 _DEAD = torch.iinfo(torch.int32).min
 _LOWEST = -1 - 0x7F800000  # key of -inf
@@ -173,6 +219,80 @@ def layerwise_allocation(
     sizes = [scores[n].numel() for n in names]
     quotas = layer_quotas(sizes, _alive_counts(names, scores, alive), keep)
     return _top_each(names, scores, alive, quotas)
+
+
+def row_quotas(sizes: Tensor, caps: Tensor, keep: int) -> Tensor:
+    """`layer_quotas` for many integer sizes at once (int64 tensors): `keep` split in proportion
+    to `sizes` by largest remainder (ties to the lower index), none above its cap."""
+    sizes, caps = sizes.to(torch.int64), caps.to(torch.int64)
+    if sizes.numel() and keep * int(sizes.max()) >= 1 << 62:  # int64 products would overflow
+        return torch.tensor(layer_quotas(sizes.tolist(), caps.tolist(), keep), dtype=torch.int64)
+    quotas = torch.zeros_like(sizes)
+    free = sizes > 0
+    remaining = keep
+    while bool(free.any()):
+        index = free.nonzero().flatten()
+        size = sizes[index]
+        product = remaining * size
+        pool = int(size.sum())
+        share = product // pool
+        extra = remaining - int(share.sum())
+        if extra:
+            order = torch.sort(product % pool, descending=True, stable=True).indices
+            share[order[:extra]] += 1
+        cap = caps[index]
+        over = share > cap
+        if not bool(over.any()):
+            quotas[index] = share
+            break
+        capped = index[over]
+        quotas[capped] = caps[capped]
+        remaining -= int(caps[capped].sum())
+        free[capped] = False
+    return quotas
+
+
+def top_per_row(keys: Tensor, counts: Tensor) -> Tensor:
+    """Bool mask over the 2-D int32 `keys` keeping the `counts[r]` largest of each row r, ties
+    in column order."""
+    if keys.numel() == 0:
+        return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+    order = torch.sort(keys, dim=1, descending=True, stable=True).indices
+    ranks = torch.arange(keys.shape[1], device=keys.device)
+    chosen = ranks.unsqueeze(0) < counts.to(keys.device).view(-1, 1)
+    return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device).scatter_(1, order, chosen)
+
+
+def as_rows(t: Tensor) -> Tensor:
+    """`t` as a matrix of its dim-0 slices (a 1-D or 0-D tensor is one row)."""
+    return t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(1, -1)
+
+
+@ALLOCATIONS.register("per_row", aliases=["row"])
+def per_row_allocation(
+    scores: Mapping[str, Tensor], alive: Mapping[str, Tensor | None], keep: int
+) -> dict[str, Tensor]:
+    """Keep the same fraction of every output row (dim-0 slice: a Linear's row, a Conv's filter;
+    a 1-D tensor is one row), to one element, the highest scores in each row (Wanda's groups)."""
+    names = list(scores)
+    rows = [as_rows(scores[n]) for n in names]
+    sizes = torch.cat([torch.full((r.shape[0],), r.shape[1], dtype=torch.int64) for r in rows])
+    caps = torch.cat([
+        torch.full((r.shape[0],), r.shape[1], dtype=torch.int64) if alive.get(n) is None
+        else as_rows(alive[n]).to(torch.bool).sum(1, dtype=torch.int64).cpu()
+        for n, r in zip(names, rows)
+    ])
+    quotas = row_quotas(sizes, caps, keep)
+    if int(quotas.sum()) != keep:
+        raise PruningError(f"per_row allocation cannot keep {keep} entries: "
+                           f"{int(caps.sum())} are alive")
+    out, start = {}, 0
+    for n, r in zip(names, rows):
+        keys = score_keys(n, r, alive.get(n)).view(r.shape)
+        count = quotas[start:start + r.shape[0]]
+        start += r.shape[0]
+        out[n] = top_per_row(keys, count).view(scores[n].shape)
+    return out
 
 
 def erk_weight(shape: Sequence[int]) -> int:

@@ -7,12 +7,14 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from ..common import MASK_SUFFIX
 from ..errors import CompressionError, PruningError, UnknownNameError
 from .allocation import ALLOCATIONS, Allocation, checked_rates, rated_layerwise_allocation
 from .masks import _resolve, apply_masks, attach_mask, masked_parameters
+from .nm import nm_keep, parse_nm
 from .prunable import prunable_parameters
 from .scores import Batch, ScoreContext
 from .strategies import STRATEGIES, Strategy
@@ -91,6 +93,67 @@ def keep_count(total: int, fixed_nonzero: int, compression: Any) -> int:
     return keep
 
 
+def _budget(model: nn.Module, params: Mapping[str, nn.Parameter]) -> tuple[int, int, int]:
+    """(all parameters, nonzero parameters outside `params`, alive entries of `params`)."""
+    total, masked_kept = parameter_counts(model)
+    prunable_ids = {id(p) for p in params.values()}
+    fixed_nonzero = sum(
+        masked_kept.get(id(p), p.numel()) for p in model.parameters() if id(p) not in prunable_ids
+    )
+    alive_count = sum(masked_kept.get(id(p), p.numel()) for p in params.values())
+    return total, fixed_nonzero, alive_count
+
+
+def _alive_masks(model: nn.Module, params: Mapping[str, nn.Parameter]) -> dict[str, Tensor | None]:
+    """The current mask of each of `params` (None when it has none)."""
+    owners = {name: _resolve(model, name) for name in params}
+    return {name: owner._buffers.get(local + MASK_SUFFIX)
+            for name, (owner, local) in owners.items()}
+
+
+def _nm_pattern_keep(model: nn.Module, params: Mapping[str, nn.Parameter],
+                     alive: Mapping[str, Tensor | None], pattern: str) -> int:
+    """Entries an N:M `pattern` keeps of `params`; refuses what it cannot group (a transposed
+    convolution keeps its input channels in dim 0, a bias has no input dimension)."""
+    nm = parse_nm(pattern)
+    if nm is None:
+        raise PruningError(f"{_short(pattern)} is not an N:M pattern such as '2:4'")
+    for name in params:
+        owner, _ = _resolve(model, name)
+        if getattr(owner, "transposed", False):
+            raise PruningError(f"allocation {nm[0]}:{nm[1]} groups input channels along dim 1; "
+                               f"{name!r} is a transposed convolution (its inputs are dim 0): "
+                               "ignore= it")
+    return nm_keep(params, alive, *nm)
+
+
+def nm_compression(model: nn.Module, pattern: str, include_classifier: bool = False,
+                   include_bias: bool = False, ignore: Iterable[str] = ()) -> float:
+    """The compression that `prune(model, ..., allocation=pattern)` reaches (e.g. pattern "2:4"),
+    with the same parameter selection and the current masks; ask prune() for this value."""
+    params = prunable_parameters(model, include_classifier, include_bias, ignore)
+    total, fixed_nonzero, _ = _budget(model, params)
+    nonzero = fixed_nonzero + _nm_pattern_keep(model, params, _alive_masks(model, params), pattern)
+    return total / nonzero if nonzero else math.inf
+
+
+def _nm_checked_keep(keep: int, pattern_keep: int, compression: Any, pattern: str, total: int,
+                     fixed_nonzero: int, alive_count: int) -> int:
+    """The kept count of an N:M request: the pattern's, when the compression asks for it (to one
+    element); else a one-line CompressionError giving the compression to ask for."""
+    if abs(keep - pattern_keep) <= 1:
+        return pattern_keep
+    nonzero = fixed_nonzero + pattern_keep
+    gives = total / nonzero if nonzero else math.inf
+    share = 100 * pattern_keep / alive_count if alive_count else 0.0
+    raise CompressionError(
+        f"compression {float(compression):g} does not match allocation {pattern}: on these tensors "
+        f"it keeps {share:.4g}% of {alive_count:,} prunable weights ({pattern_keep:,}), which is "
+        f"compression {gives:.4f} ({gives!r}, what nm_compression(model, {pattern!r}) returns); "
+        "ask for that"
+    )
+
+
 def _collect_batches(inputs: Any, targets: Any, batches: Iterable[Batch] | None) -> list[Batch]:
     if batches is not None and inputs is not None:
         raise PruningError("pass either inputs=/targets= or batches=, not both")
@@ -105,7 +168,8 @@ def _collect_batches(inputs: Any, targets: Any, batches: Iterable[Batch] | None)
 
 def _allocation_name(allocation: Any) -> str:
     """The canonical name of an allocation, or a PruningError naming the valid ones."""
-    choices = ", ".join(ALLOCATIONS.names() + sorted(ALLOCATIONS.aliases()))
+    choices = ", ".join(ALLOCATIONS.names() + sorted(ALLOCATIONS.aliases())
+                        + [f"{shape} (e.g. 2:4)" for shape in ALLOCATIONS.patterns()])
     if not isinstance(allocation, str):
         raise PruningError(f"allocation must be a name ({choices}), got {_short(allocation)}")
     try:
@@ -164,10 +228,13 @@ def prune(
     batch, e.g. sequence-first attention). `round_to` keeps a multiple of it in every channel
     group (faster kernels; structured strategies only).
 
-    `allocation` overrides the strategy's own (`global`, `layerwise` alias `uniform`, `erk`;
-    unstructured strategies only). `layer_rates` (layerwise only) gives relative pruning rates by
-    parameter name: each tensor loses a share of its alive entries proportional to its rate (1 when
-    not named), e.g. `{"fc3.weight": 0.5}` prunes the classifier at half the rate of the rest.
+    `allocation` overrides the strategy's own (`global`, `layerwise` alias `uniform`, `erk`,
+    `per_row`, or an N:M pattern such as `"2:4"`; unstructured strategies only). N:M fixes the
+    kept count: ask for the compression `nm_compression(model, "2:4", ...)` returns (to one
+    element); another value is refused in one line that gives it. `layer_rates` (layerwise only)
+    gives relative pruning rates by parameter name: each tensor loses a share of its alive entries
+    proportional to its rate (1 when not named), e.g. `{"fc3.weight": 0.5}` prunes the classifier
+    at half the rate of the rest.
     """
     strat = strategy if isinstance(strategy, Strategy) else STRATEGIES.get(strategy)
     options = dict(options or {})
@@ -200,20 +267,21 @@ def prune(
     if layer_rates is not None:
         allocate = _rated(params, layer_rates, allocation_name, include_classifier)
     owners = {name: _resolve(model, name) for name in params}
-    total, masked_kept = parameter_counts(model)
-    prunable_ids = {id(p) for p in params.values()}
-    fixed_nonzero = sum(
-        masked_kept.get(id(p), p.numel()) for p in model.parameters() if id(p) not in prunable_ids
-    )
-    alive_count = sum(masked_kept.get(id(p), p.numel()) for p in params.values())
+    total, fixed_nonzero, alive_count = _budget(model, params)
+    alive = _alive_masks(model, params)
+    pattern_keep = None
+    if parse_nm(allocation_name) is not None:  # the shapes first: they decide what can be asked
+        pattern_keep = _nm_pattern_keep(model, params, alive, allocation_name)
     keep = keep_count(total, fixed_nonzero, compression)
+    if pattern_keep is not None:
+        keep = _nm_checked_keep(keep, pattern_keep, compression, allocation_name, total,
+                                fixed_nonzero, alive_count)
     if keep > alive_count:
         current = total / max(fixed_nonzero + alive_count, 1)
         raise CompressionError(
             f"compression {compression:g} is below the model's current compression "
             f"{current:.4g}; masks never grow back, so ask for at least that"
         )
-    alive = {name: owner._buffers.get(local + MASK_SUFFIX) for name, (owner, local) in owners.items()}
     ctx = ScoreContext(
         model=model,
         strategy=strat.name,
@@ -224,6 +292,7 @@ def prune(
         keep=keep,
         alive=dict(alive),
         allocate=lambda scores, k: allocate(scores, alive, k),
+        allocation=allocation_name,
     )
     scores = strat.score(params, ctx, **options)
     for name, p in params.items():
@@ -235,6 +304,8 @@ def prune(
                 f"expected a tensor of shape {tuple(p.shape)}"
             )
     keep_masks = allocate(scores, alive, keep)
+    if strat.updates_weights:
+        _check_chosen(strat.name, allocation_name, scores, keep_masks)
     kept = {}
     for name, (owner, local) in owners.items():
         attach_mask(owner, local, keep_masks[name], check=False)
@@ -251,6 +322,19 @@ def prune(
         sizes={name: p.numel() for name, p in params.items()},
         allocation=allocation_name,
     )
+
+
+def _check_chosen(strategy: str, allocation: str, scores: Mapping[str, Tensor],
+                  masks: Mapping[str, Tensor]) -> None:
+    """A strategy that rewrote the weights scored its choice 1 (kept) and 0 (pruned): the
+    allocation must keep exactly that, or the rewritten weights would not match the masks."""
+    for name, mask in masks.items():
+        chosen = scores[name].to(mask.device) > 0
+        if not bool(torch.equal(chosen, mask.to(torch.bool))):
+            raise PruningError(f"strategy {strategy!r} rewrote the weights for a mask that "
+                               f"allocation {allocation!r} does not reproduce on {name!r} (its "
+                               "scores must be 1 for kept, 0 for pruned, in the allocation's "
+                               "counts); the model's weights have changed")
 
 
 def _prune_structured(model: nn.Module, strat: Strategy, amount: Any, batches: list[Batch],

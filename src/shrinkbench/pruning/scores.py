@@ -22,8 +22,9 @@ class ScoreContext:
 
     `prune()` also sets `keep` (prunable entries that will be kept), `alive` (the current mask of
     each prunable tensor, None when it has none) and `allocate(scores, k)` (its allocation, bound to
-    `alive` and any layer rates: bool keep-masks keeping exactly k entries), so that an iterative
-    score (SynFlow) can prune with the same allocation between its rounds."""
+    `alive` and any layer rates: bool keep-masks keeping exactly k entries) and `allocation` (its
+    name), so that an iterative score (SynFlow) can prune with the same allocation between its
+    rounds, and a layer-by-layer one (SparseGPT) can read the counts it must keep."""
 
     model: nn.Module
     strategy: str = "custom"
@@ -34,6 +35,7 @@ class ScoreContext:
     keep: int | None = None
     alive: dict[str, Tensor | None] = field(default_factory=dict)
     allocate: Callable[[dict[str, Tensor], int], dict[str, Tensor]] | None = None
+    allocation: str | None = None  # the canonical name of that allocation (prune() sets it)
 
     def require_batches(self, targets: bool = True) -> Sequence[Batch]:
         """The batches, or a PruningError naming what to pass when there are none."""

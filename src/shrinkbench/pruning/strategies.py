@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from .allocation import ALLOCATIONS
 from .init_scores import grasp_score, snip_score, synflow_score
+from .llm import sparsegpt_score, wanda_score
 from .scores import (
     ScoreContext,
     activation_score,
@@ -30,6 +31,9 @@ class Strategy:
     score: ScoreFn
     allocation: str = "global"
     structured: bool = False  # scores channels (per dependency group), removes them whole
+    # The score also rewrites the weights it keeps (SparseGPT) and scores its choice 1 (kept) and
+    # 0 (pruned); prune() checks that the allocation keeps exactly that choice.
+    updates_weights: bool = False
 
     def _option_parameters(self) -> list[inspect.Parameter]:
         try:
@@ -60,11 +64,14 @@ def register_strategy(
     allocation: str = "global",
     aliases: Iterable[str] = (),
     structured: bool = False,
+    updates_weights: bool = False,
 ) -> Strategy | Callable[[ScoreFn], ScoreFn]:
     """Register a strategy; without `score_fn`, a decorator registering the function it wraps.
 
     A structured strategy's score is `score(graph, ctx, **options) -> {group index: scores}`
-    (see pruning.structured); its allocation is global or layerwise over channels."""
+    (see pruning.structured); its allocation is global or layerwise over channels. A strategy
+    that `updates_weights` rewrites the kept weights inside its score and returns 1 (kept) and 0
+    (pruned) in counts its allocation reproduces (checked by prune())."""
     if structured:
         if allocation not in ("global", "layerwise"):
             raise ValueError(f"structured allocation must be global or layerwise, got {allocation!r}")
@@ -72,7 +79,7 @@ def register_strategy(
         allocation = ALLOCATIONS.canonical(allocation)
 
     def add(fn: ScoreFn) -> Strategy:
-        strategy = Strategy(name, fn, allocation, structured)
+        strategy = Strategy(name, fn, allocation, structured, updates_weights)
         STRATEGIES.add(name, strategy, aliases=aliases)
         return strategy
 
@@ -122,6 +129,11 @@ for _name, _alias, _fn, _allocation in _BUILTIN:
 register_strategy("snip", snip_score, "global", aliases=["SNIP"])
 register_strategy("grasp", grasp_score, "global", aliases=["GraSP"])
 register_strategy("synflow", synflow_score, "global", aliases=["SynFlow"])
+
+# language-model pruning (llm): Wanda within output rows, SparseGPT layer by layer (uniform)
+register_strategy("wanda", wanda_score, "per_row", aliases=["Wanda"])
+register_strategy("sparsegpt", sparsegpt_score, "layerwise", aliases=["SparseGPT"],
+                  updates_weights=True)
 
 from .structured import scores as _channel  # noqa: E402  (after the registry exists)
 
