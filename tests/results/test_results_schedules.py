@@ -263,3 +263,17 @@ def test_config_names_match_the_runners(schedule, compression):
 
     config = _config(compression=compression, schedule=schedule or None)
     assert schedule_name(config) == schedule_label(schedule, control=compression == 1.0)
+
+
+def test_an_allocation_override_is_its_own_curve():
+    from shrinkbench.results.frame import key_values
+
+    config = {"data": {"name": "shakespeare"}, "model": {"name": "char_gpt"}, "seed": 1,
+              "pruning": {"strategy": "wanda", "compression": 1.94, "allocation": "2:4"}}
+    assert key_values(config, {"strategy_name": "Wanda"})["strategy"] == "Wanda (2:4)"
+    config["pruning"]["allocation"] = None
+    assert key_values(config, {"strategy_name": "Wanda"})["strategy"] == "Wanda"
+    config["pruning"]["allocation"] = "erk"
+    config["schedule"] = {"kind": "gradual"}
+    assert key_values(config, {"strategy_name": "SNIP", "schedule_name": "gradual"})["strategy"] \
+        == "SNIP (erk) [gradual]"

@@ -61,13 +61,18 @@ def schedule_name(config: dict, metrics: dict | None = None) -> str:
 def key_values(config: dict, metrics: dict | None = None) -> dict[str, Any]:
     """The key columns (dataset, model, strategy, compression, seed) of a run config; the strategy
     under the name the run recorded for it (`strategy_name`), else its ShrinkBench name, followed
-    by its schedule in brackets unless that is one-shot ("GlobalMagWeight [iterative]")."""
+    by the allocation that overrides its own ("Wanda (2:4)") and its schedule in brackets unless that
+    is one-shot ("GlobalMagWeight [iterative]")."""
     out = {col: get_dotted(config, key) for col, key in zip(KEY_COLUMNS, KEY_PATHS)}
     shown = (metrics or {}).get("strategy_name")
     if isinstance(shown, str) and shown:
         out["strategy"] = shown
     elif out["strategy"] is not None:
         out["strategy"] = display_name(out["strategy"])
+    allocation = get_dotted(config, "pruning.allocation")
+    if isinstance(allocation, str) and allocation and out["strategy"] is not None:
+        # another allocation (erk, per_row, 2:4) is another method: its own curve
+        out["strategy"] = f"{out['strategy']} ({allocation})"
     schedule = schedule_name(config, metrics)
     if schedule != ONESHOT and out["strategy"] is not None:
         # every schedule is its own curve; the bracket comes before a target suffix, which

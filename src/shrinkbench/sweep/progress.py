@@ -36,6 +36,8 @@ def describe(job: Job | Mapping[str, Any]) -> str:
     shown = strategy_shown(strategy) if isinstance(strategy, str) else ""
     target = get_dotted(cfg, "pruning.target")
     aim = f" ({target})" if isinstance(target, str) and target != "compression" else ""
+    allocation = get_dotted(cfg, "pruning.allocation")
+    shown += f" ({allocation})" if isinstance(allocation, str) and allocation else ""
     parts = [where, shown, f"x{_number(compression)}{aim}" if compression is not None else ""]
     schedule = get_dotted(cfg, "schedule")
     label = schedule_label(schedule, compression == 1) if isinstance(schedule, Mapping) else "one-shot"
