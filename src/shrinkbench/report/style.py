@@ -100,6 +100,7 @@ SCHEDULE_STYLES: tuple[tuple[str, str | None, str, str], ...] = (
     ("at init", None, "-.", "v"),  # one-shot at init
 )
 _SCHEDULE = re.compile(r" \[(?P<schedule>[^\]]*)\]")
+_ALLOCATION = re.compile(r" \((?P<allocation>[^()]*)\)$")
 _REWIND_STYLES: tuple[str, ...] = ("-.", ":")
 
 
@@ -113,6 +114,13 @@ def strategy_style(name: str) -> dict[str, str]:
     if shown in STRATEGY_STYLES:
         color, marker = STRATEGY_STYLES[shown]
         return {"color": color, "marker": marker, "linestyle": "-"}
+    allocation = _ALLOCATION.search(shown)
+    if allocation and allocation["allocation"] not in ("speedup", "channels"):
+        # "Wanda (2:4)": Wanda's colour, dashed, a marker of the allocation's own
+        base = strategy_style(shown[: allocation.start()])
+        code = zlib.crc32(allocation["allocation"].encode("utf-8"))
+        return {"color": base["color"], "marker": USER_MARKERS[code % len(USER_MARKERS)],
+                "linestyle": "--"}
     code = zlib.crc32(shown.encode("utf-8"))  # stable across processes, unlike hash()
     return {"color": USER_COLORS[code % len(USER_COLORS)],
             "marker": USER_MARKERS[(code // len(USER_COLORS)) % len(USER_MARKERS)],
