@@ -31,8 +31,9 @@ from .config import Config
 from .dense import ensure_dense, file_lock, finished, read_metrics, split_metrics, summarize
 from .device import autocast_factory, environment, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, evaluate_split, fit
-from .schedules import (Cost, Pruner, Tracker, agp_events, agp_keeps, attach_all, dense_cost, masks_of,
-                        parse_step, rewind, schedule_name, shuffled, steps_per_epoch, weights_of)
+from .schedules import (Cost, Pruner, Tracker, agp_events, agp_keeps, attach_all, dense_cost,
+                        examples_per_epoch, gradual_window, masks_of, parse_step, rewind, schedule_name,
+                        shuffled, weights_of)
 from .speed import measure_speed
 from .validate import strategy_shown
 
@@ -89,7 +90,7 @@ class ScheduledRun:
         self.elapsed_before = 0.0
         self.model = build_model(cfg, self.info, self.device)
         self.tracker = Tracker(example=example_input(self.info, self.device),
-                               epoch_examples=_examples(self.bundle.train))
+                               epoch_examples=examples_per_epoch(self.bundle.train))
         state = load_checkpoint(self.ckpt, cfg.run_id)
         if state and state.get("schedule") == schedule_name(cfg):
             load_state_dict(self.model, state["model"])
@@ -215,14 +216,7 @@ class ScheduledRun:
         s, cfg = self.cfg.schedule, self.cfg
         recipe, bundle, phase = ((cfg.dense.recipe, self.dense_bundle(), "dense") if s.at_init
                                  else (cfg.finetune, self.bundle, "finetune"))
-        per_epoch = len(bundle.train)
-        total_steps = recipe.epochs * per_epoch
-        begin = parse_step(s.begin, per_epoch)
-        end = parse_step(s.end, per_epoch) if s.end is not None else (3 * total_steps) // 4
-        if not begin <= end <= total_steps:
-            raise ConfigError(f"schedule.end: the gradual schedule prunes from step {begin} to step "
-                              f"{end}, which must lie in order within the {total_steps} steps of "
-                              f"{phase} training ({recipe.epochs} epochs of {per_epoch})")
+        begin, end = gradual_window(cfg, len(bundle.train))
         events = agp_events(begin, end, s.frequency)
 
         def start() -> None:
@@ -434,16 +428,10 @@ class ScheduledRun:
         return metrics
 
 
-def _examples(train: Any) -> int:
-    from .schedules import examples_per_epoch
-
-    return examples_per_epoch(train)
-
-
 def run_scheduled(cfg: Config, folder: Path, out_dir: str | os.PathLike, progress: bool,
                   on_epoch: EpochHook | None) -> dict[str, Any]:
     """Run `cfg` (a schedule other than one-shot from the dense model) in `folder`."""
     return ScheduledRun(cfg, folder, out_dir, progress, on_epoch).run()
 
 
-__all__ = ["run_scheduled", "check_masks_hold", "steps_per_epoch"]
+__all__ = ["run_scheduled", "check_masks_hold"]

@@ -188,15 +188,7 @@ def check_steps(cfg: Config, model: nn.Module, train: Any) -> None:
     target = keep_count(total, total - prunable, p.compression)
     if s.kind == "gradual":
         recipe = cfg.dense.recipe if s.at_init else cfg.finetune
-        per_epoch = steps_per_epoch(train, recipe.batch_size)
-        steps = recipe.epochs * per_epoch
-        begin = parse_step(s.begin, per_epoch)
-        end = parse_step(s.end, per_epoch) if s.end is not None else (3 * steps) // 4
-        if not begin <= end <= steps:
-            raise ConfigError(f"schedule.end: the gradual schedule prunes from step {begin} "
-                              f"({s.begin}) to step {end} ({s.end or 'three quarters'}), which must "
-                              f"lie in order within the {steps} steps of its training phase "
-                              f"({recipe.epochs} epochs of {per_epoch})")
+        gradual_window(cfg, steps_per_epoch(train, recipe.batch_size))
         if 1.0 - target / max(prunable, 1) < s.initial_sparsity:
             raise ConfigError(f"schedule.initial_sparsity: {s.initial_sparsity:g} is above the "
                               f"target's sparsity ({1 - target / prunable:.4g} of the prunable "
@@ -216,6 +208,22 @@ def check_steps(cfg: Config, model: nn.Module, train: Any) -> None:
 
 
 MAX_ROUNDS = 1000
+
+
+def gradual_window(cfg: Config, per_epoch: int) -> tuple[int, int]:
+    """The first and last pruning steps of a gradual schedule whose training phase has `per_epoch`
+    steps per epoch; ConfigError when they do not lie in order within the phase."""
+    s = cfg.schedule
+    recipe = cfg.dense.recipe if s.at_init else cfg.finetune
+    steps = recipe.epochs * per_epoch
+    begin = parse_step(s.begin, per_epoch)
+    end = parse_step(s.end, per_epoch) if s.end is not None else (3 * steps) // 4
+    if not begin <= end <= steps:
+        raise ConfigError(f"schedule.end: the gradual schedule prunes from step {begin} "
+                          f"({s.begin}) to step {end} ({s.end or 'three quarters'}), which must "
+                          f"lie in order within the {steps} steps of its training phase "
+                          f"({recipe.epochs} epochs of {per_epoch})")
+    return begin, end
 
 
 @dataclass
