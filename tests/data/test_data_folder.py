@@ -164,3 +164,25 @@ def test_symlink_loops_do_not_multiply_the_samples(tmp_path):
     (train / "loop").symlink_to(train)  # a class folder that is the folder of classes itself
     with pytest.raises(DataError, match=r"class folder .*loop links to .*which contains it"):
         get_data("imagefolder", root=str(root), image_size=8, resize_size=10)
+
+
+def test_calibration_draws_distinct_unaugmented_training_images(tmp_path):
+    root = _image_folder(tmp_path / "imgs", per_class=4)
+    kw = dict(root=str(root), image_size=8, resize_size=8, batch_size=5, seed=3)
+    loader = get_data("imagefolder", **kw).train
+    batches = loader.calibration(7, seed=2, batch_size=3)
+    assert [len(y) for _, y in batches] == [3, 3, 1]
+    x = torch.cat([b[0] for b in batches])
+    # unaugmented: each drawn image is exactly the centre crop that evaluation gives it
+    plain = get_data("imagefolder", **kw)
+    from shrinkbench.data.loader import calibration_indices
+    idx = calibration_indices(loader.num_samples, 7, 2).tolist()
+    assert len(set(idx)) == 7
+    keys = [[(i, 0, False)] for i in idx]
+    direct = torch.cat([b[0] for b in plain.train._load(keys)])
+    assert torch.equal(x, direct)
+    np.testing.assert_allclose(_colour_of(x), np.array([list(COLOURS.values())[int(y)]
+                               for y in torch.cat([b[1] for b in batches])]), atol=8)
+    assert torch.equal(torch.cat([b[0] for b in loader.calibration(7, seed=2, batch_size=7)]), x)
+    with pytest.raises(DataError, match="more than the 12 training examples"):
+        loader.calibration(13, seed=2, batch_size=3)

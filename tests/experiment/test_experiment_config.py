@@ -224,8 +224,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 def test_examples_are_valid_configs(path):
     cfg = load_config(path)
     assert cfg.pruning.strategy == "global_magnitude"
-    # full recipes, except the character model's, whose one epoch of 34 plays is its documented budget
-    assert cfg.dense.recipe.epochs >= 12 or cfg.data.name == "shakespeare"
+    # full recipes, except the transformers', whose CPU budgets are documented in their files (one
+    # epoch of 34 plays for the character model, ten MNIST epochs for the vision transformer)
+    assert cfg.dense.recipe.epochs >= 12 or cfg.model.name in ("char_gpt", "vit_tiny")
     if cfg.data.name == "digits":
         assert preflight(cfg) is cfg
 

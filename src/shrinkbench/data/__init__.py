@@ -28,7 +28,13 @@ from .folder import FolderLoader
 from .loader import TensorLoader, epoch_generator
 from .memory import InMemoryDataset, Split
 from .shakespeare import build_shakespeare
-from .text import IGNORE_INDEX, BlockLoader, Vocab, WindowLoader, text_protocol
+from .text import IGNORE_INDEX, BlockLoader, TextDataset, Vocab, WindowLoader, text_protocol
+
+
+def is_text_dataset(name: str) -> bool:
+    """Whether the registered data set `name` yields token sequences (a text data set)."""
+    return name in DATASETS and isinstance(DATASETS.get(name), TextDataset)
+
 
 __all__ = [
     "AUGMENTATIONS",
@@ -54,6 +60,7 @@ __all__ = [
     "fetch_first",
     "file_digest",
     "get_data",
+    "is_text_dataset",
     "list_datasets",
     "register_dataset",
     "resolve_data_dir",

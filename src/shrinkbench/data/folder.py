@@ -14,7 +14,8 @@ from PIL import Image
 from ..errors import ConfigError, DataError, DataNotFound
 from .base import DataBundle, Dataset, DatasetInfo, Request, register_dataset, resolve_val_size
 from .base import with_counts
-from .loader import AUGMENT_STREAM, SHUFFLE_STREAM, epoch_generator, normalizer, num_batches
+from .loader import (AUGMENT_STREAM, SHUFFLE_STREAM, calibration_indices, epoch_generator,
+                     normalizer, num_batches)
 from .memory import holdout
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -195,7 +196,15 @@ class FolderLoader:
             gen = epoch_generator(self.seed, epoch, SHUFFLE_STREAM)
             order = torch.randperm(n, generator=gen).tolist()
         keys = [(i, epoch, self.augment) for i in order]
-        batches = [keys[b * self.batch_size:(b + 1) * self.batch_size] for b in range(len(self))]
+        yield from self._load([keys[b * self.batch_size:(b + 1) * self.batch_size]
+                               for b in range(len(self))])
+
+    def calibration(self, samples: int, seed: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`samples` training images drawn at random by `seed` (not augmented), in batches."""
+        keys = [(i, 0, False) for i in calibration_indices(self.num_samples, samples, seed).tolist()]
+        return list(self._load([keys[b:b + batch_size] for b in range(0, len(keys), batch_size)]))
+
+    def _load(self, batches: list[list[tuple[int, int, bool]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.num_workers,
             collate_fn=collate_images, pin_memory=self.device.type == "cuda")

@@ -13,6 +13,18 @@ from .augment import CropFlip
 # Separate random streams, so that turning augmentation on or off leaves the batch order unchanged.
 SHUFFLE_STREAM = 0
 AUGMENT_STREAM = 1
+CALIBRATION_STREAM = 2  # examples drawn to score a pruning strategy with (`calibration`)
+
+
+def calibration_indices(n: int, samples: int, seed: int) -> torch.Tensor:
+    """`samples` distinct indices of n examples, drawn by `seed` alone (the calibration stream)."""
+    from ..errors import DataError
+
+    if samples > n:
+        raise DataError(f"pruning.calibration_samples: {samples} is more than the {n} training "
+                        "examples")
+    gen = epoch_generator(seed, 0, CALIBRATION_STREAM)
+    return torch.randperm(n, generator=gen)[:samples]
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -83,6 +95,12 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch `epoch`."""
         self.epoch = int(epoch)
+
+    def calibration(self, samples: int, seed: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`samples` training examples drawn at random by `seed` (not augmented), in batches."""
+        idx = calibration_indices(self.num_samples, samples, seed).to(self.device)
+        return [(self._normalize(self.x.index_select(0, part), True), self.y.index_select(0, part))
+                for part in idx.split(batch_size)]
 
     def _normalize(self, xb: torch.Tensor, fresh: bool) -> torch.Tensor:
         if self.scale is None:  # stored already normalized; never hand out a view of the store

@@ -32,7 +32,7 @@ import torch
 from ..errors import ConfigError, DataError, DataNotFound
 from .base import DataBundle, Dataset, DatasetInfo, Request, register_dataset
 from .download import fetch_first, file_digest
-from .loader import SHUFFLE_STREAM, epoch_generator, num_batches
+from .loader import CALIBRATION_STREAM, SHUFFLE_STREAM, epoch_generator, num_batches
 
 IGNORE_INDEX = -100
 TOKENIZERS = ("char", "byte")
@@ -205,6 +205,29 @@ class BlockLoader:
         gen = epoch_generator(self.seed, epoch, SHUFFLE_STREAM)
         high = len(self.tokens) - self.block_size
         return torch.randint(0, high, (self.num_samples,), generator=gen)
+
+    def check_calibration(self, samples: int, length: int | None) -> int:
+        """The calibration sequence length (`length`, or the block size), refused in one line when
+        the training split cannot hold one such sequence and its next-token targets."""
+        length = self.block_size if length is None else length
+        if length + 1 > len(self.tokens):
+            raise DataError(f"pruning.calibration_length: {length} tokens (and one more for the "
+                            f"targets) do not fit the {len(self.tokens)} training tokens")
+        return length
+
+    def calibration(self, samples: int, seed: int, batch_size: int,
+                    length: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`samples` training sequences of `length` tokens (default: the block size) at starts
+        drawn uniformly by `seed`, with their next-token targets, in batches."""
+        length = self.check_calibration(samples, length)
+        gen = epoch_generator(seed, 0, CALIBRATION_STREAM)
+        starts = torch.randint(0, len(self.tokens) - length, (samples,), generator=gen)
+        offsets = torch.arange(length + 1, device=self.device)
+        batches = []
+        for part in starts.to(self.device).split(batch_size):
+            chunk = self.tokens[part[:, None] + offsets].long()
+            batches.append((chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()))
+        return batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch

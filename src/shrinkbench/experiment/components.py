@@ -128,9 +128,16 @@ def lm_protocol(cfg: Config, bundle: Any) -> dict[str, Any]:
                  for split in ("val", "test")}
     protocol = {"dataset": full["dataset"], "tokenizer": full["tokenizer"],
                 "vocab_size": full["vocab_size"], "vocab_hash": full["vocab_hash"], **evaluated}
-    calibration = {"sequences": cfg.pruning.score_batches * cfg.finetune.batch_size,
-                   "length": full["train"]["block_size"], "seed": cfg.seed,
-                   "source": "the first score_batches training batches of epoch 0"}
+    p = cfg.pruning
+    if p.calibration_samples is None:
+        calibration = {"sequences": p.score_batches * cfg.finetune.batch_size,
+                       "length": full["train"]["block_size"], "seed": cfg.seed,
+                       "source": "the first score_batches training batches of epoch 0"}
+    else:
+        calibration = {"sequences": p.calibration_samples,
+                       "length": p.calibration_length or full["train"]["block_size"],
+                       "seed": cfg.seed if p.calibration_seed is None else p.calibration_seed,
+                       "source": "drawn at random from the training split"}
     return {"lm_protocol": json.dumps(protocol, sort_keys=True, separators=(",", ":")),
             "lm_calibration": json.dumps(calibration, sort_keys=True, separators=(",", ":")),
             "lm_tokenizer": full["tokenizer"], "lm_vocab_hash": full["vocab_hash"],
@@ -267,4 +274,33 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
     bundle = load_data(cfg, cfg.finetune, resolve_device(cfg.device))  # missing or corrupt files show here
     if compression and not cfg.is_control and not STRATEGIES.get(cfg.pruning.strategy).structured:
         check_steps(cfg, model, bundle.train)
+    if compression and not cfg.is_control and cfg.pruning.calibration_samples is not None:
+        check_calibration(cfg, model, bundle.train)
     return cfg
+
+
+def check_calibration(cfg: Config, model: nn.Module, train: Any) -> None:
+    """Refuse, before anything trains, calibration examples that the training split cannot give or
+    (text) sequences longer than the model takes."""
+    p = cfg.pruning
+    if not hasattr(train, "calibration"):
+        raise ConfigError(f"pruning.calibration_samples: the {type(train).__name__} training loader "
+                          "cannot draw examples at random; leave it null to score on the first "
+                          "score_batches training batches")
+    check = getattr(train, "check_calibration", None)
+    if check is None:  # fixed-shape examples
+        if p.calibration_samples > train.num_samples:
+            raise ConfigError(f"pruning.calibration_samples: {p.calibration_samples} is more than "
+                              f"the {train.num_samples} training examples")
+        return
+    try:
+        length = check(p.calibration_samples, p.calibration_length)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, length, dtype=torch.int64))
+    except Exception as exc:  # a position table shorter than the sequences
+        detail = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"pruning.calibration_length: model {cfg.model.name!r} does not take "
+                          f"sequences of {length} tokens: {detail}") from None

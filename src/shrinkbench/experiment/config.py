@@ -26,6 +26,7 @@ from ..results.files import YAMLRefused, parse_yaml, read_yaml, yaml_problem
 from .ids import UNHASHED, compute_ids
 from .plugins import load_plugins, resolve_plugins
 from ..pruning import STRATEGIES
+from ..data import is_text_dataset
 from .validate import (NO_STRATEGY, build, check_options, check_section, data_options,
                        field_path, model_options, strategy_defaults, strategy_options, to_plain,
                        without_defaults)
@@ -148,6 +149,17 @@ class PruningConfig(_Section):
     ignore: tuple[str, ...] = _f((), "qualified parameter or module names never pruned")
     score_batches: int = _f(1, "training batches (chosen by the seed) that feed gradient and "
                             "activation scores", check="positive")
+    calibration_samples: int | None = _f(None, "examples (text: sequences) drawn at random from "
+                                         "the training split, without augmentation, to score with "
+                                         "(Wanda, SparseGPT, gradient and activation scores); null: "
+                                         "the first score_batches training batches",
+                                         check="positive")
+    calibration_length: int | None = _f(None, "text data: tokens per calibration sequence (null: "
+                                        "the data set's block_size); needs calibration_samples",
+                                        check="positive")
+    calibration_seed: int | None = _f(None, "the seed that draws the calibration examples (null: "
+                                      "the run's seed); needs calibration_samples",
+                                      check="nonnegative")
     allocation: str | None = _f(None, "how kept weights are shared among tensors, overriding the "
                                 "strategy's own: global, layerwise (alias uniform: the same density "
                                 "in every tensor) or erk (Erdos-Renyi-Kernel); unstructured "
@@ -188,6 +200,11 @@ class PruningConfig(_Section):
                                   "include_classifier: true and a layerwise allocation (got "
                                   f"include_classifier {str(self.include_classifier).lower()}, "
                                   f"allocation {allocation})")
+        for name in ("calibration_length", "calibration_seed"):
+            if getattr(self, name) is not None and self.calibration_samples is None:
+                raise ConfigError(f"{field_path(name)}: {getattr(self, name)} needs "
+                                  "calibration_samples (how many examples to draw); without it "
+                                  "scores read the first score_batches training batches")
         valid, required = strategy_options(self.strategy)
         check_options(field_path("options"), self.options, valid, STRATEGIES.shown(self.strategy))
         object.__setattr__(self, "options", without_defaults(self.options, strategy_defaults(self.strategy)))
@@ -339,6 +356,10 @@ class Config(_Section):
 
 def _cross_checks(cfg: Config) -> None:
     """Rules that span sections (each section checks its own when it is built)."""
+    length = cfg.pruning.calibration_length
+    if length is not None and not is_text_dataset(cfg.data.name):
+        raise ConfigError(f"pruning.calibration_length: {length} applies to text data sets (token "
+                          f"sequences); {cfg.data.name!r} has examples of a fixed shape")
     if cfg.is_control and not cfg.schedule.is_default:
         # the unpruned control prunes nothing: every schedule shares the one control run
         object.__setattr__(cfg, "schedule", ScheduleConfig())

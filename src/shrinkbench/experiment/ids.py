@@ -25,7 +25,8 @@ _CACHE = "_sb_json"
 # Fields added after run ids were first published: hashed only when they differ from their
 # default, so that every earlier run keeps its id (and a finished run is still found).
 _HASHED_IF_SET = {"pruning": {"target": "compression", "round_to": 1, "allocation": None,
-                               "classifier_rate": 1.0}}
+                               "classifier_rate": 1.0, "calibration_samples": None,
+                               "calibration_length": None, "calibration_seed": None}}
 _SECTIONS_IF_SET = ("latency", "schedule")
 
 

@@ -28,7 +28,7 @@ from .dense import (dense_metrics, ensure_dense, file_lock, finished, read_epoch
 from .device import autocast_factory, environment, pinned_threads, resolve_device, use_channels_last
 from .loops import EpochHook, derive_seed, fit, seeded_rng, task_loss
 from .schedules import Cost, classifier_rates, dense_cost, schedule_name
-from .scheduled import check_masks_hold, run_scheduled
+from .scheduled import check_masks_hold, run_scheduled, score_batches
 from .speed import measure_speed
 from .validate import strategy_shown
 
@@ -36,7 +36,7 @@ PHASE = "finetune"
 
 
 def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
-    """Prune in place with scores from the first `score_batches` training batches of the seed's order.
+    """Prune in place with scores from the calibration examples (`scheduled.score_batches`).
 
     Scores see the model in eval mode: batch-norm statistics stay those of the dense model, and
     dropout draws nothing. The unpruned control (compression 1) is not pruned at all.
@@ -44,12 +44,7 @@ def _prune(cfg: Config, model: nn.Module, bundle: Any, device: Any) -> Any:
     p = cfg.pruning
     if cfg.is_control:
         return None
-    batches = []
-    bundle.train.set_epoch(0)
-    for x, y in bundle.train:
-        batches.append((x, y))
-        if len(batches) == p.score_batches:
-            break
+    batches = score_batches(cfg, bundle.train)
     model.eval()
     try:
         with seeded_rng(derive_seed(cfg.seed, "prune"), device):

@@ -53,12 +53,24 @@ def check_masks_hold(model: nn.Module) -> None:
 
 
 def score_batches(cfg: Config, train: Any) -> list[Any]:
-    """The first `pruning.score_batches` training batches of epoch 0 (the seed's order)."""
+    """The examples that scores read: `pruning.calibration_samples` training examples drawn at
+    random by `calibration_seed` (or the run's seed), or else the first `pruning.score_batches`
+    training batches of epoch 0 (the seed's order)."""
+    p = cfg.pruning
+    if p.calibration_samples is not None:
+        draw = getattr(train, "calibration", None)
+        if draw is None:
+            raise PruningError(f"pruning.calibration_samples: the {type(train).__name__} training "
+                               "loader cannot draw examples at random; leave it null to score on "
+                               "the first score_batches training batches")
+        seed = cfg.seed if p.calibration_seed is None else p.calibration_seed
+        length = {} if p.calibration_length is None else {"length": p.calibration_length}
+        return draw(p.calibration_samples, seed, cfg.finetune.batch_size, **length)
     batches = []
     train.set_epoch(0)
     for x, y in train:
         batches.append((x, y))
-        if len(batches) == cfg.pruning.score_batches:
+        if len(batches) == p.score_batches:
             break
     return batches
 
