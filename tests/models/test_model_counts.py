@@ -32,7 +32,14 @@ EXPECTED = {
     # Transformers, exact: the hand formulas are in tests/models/test_transformer_models.py.
     "char_gpt": (818_048, 118_505_472, 0),  # one sequence of 128 characters
     "vit_tiny": (809_354, 55_838_976, 0),
+    # A small LLaMA through transformers (optional), 65 tokens, 128 positions, counted by hand:
+    # embeddings 65 x 128 and an untied head; per layer q/k/v/o 4 x 128^2, a gated MLP 3 x 128 x 384
+    # and two RMSNorms (128 each); a final RMSNorm. MACs: 128 tokens x (4 x 128^2 + 3 x 128 x 384)
+    # per layer, QK^T and AV 2 x 4 heads x 128^2 x 32, the head 128 x 128 x 65.
+    "hf_causal": (2 * 65 * 128 + 4 * (4 * 128**2 + 3 * 128 * 384 + 2 * 128) + 128,
+                  4 * (128 * (4 * 128**2 + 3 * 128 * 384) + 2 * 4 * 128**2 * 32) + 128 * 128 * 65, 0),
 }
+OPTIONAL = {"hf_causal": "transformers"}  # skipped where the package is not installed
 SLOW = {"vgg16", "resnet34", "resnet50"}
 
 
@@ -48,6 +55,8 @@ def test_every_model_has_expected_figures() -> None:
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXPECTED)]
 )
 def test_model_counts_forward_and_classifier(name: str) -> None:
+    if name in OPTIONAL:
+        pytest.importorskip(OPTIONAL[name])
     params, macs, tol = EXPECTED[name]
     info = model_info(name)
     model = create(name, generator=torch.Generator().manual_seed(0)).eval()
@@ -67,6 +76,8 @@ def test_model_counts_forward_and_classifier(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_classifier_follows_num_classes(name: str) -> None:
+    if name in OPTIONAL:
+        pytest.importorskip(OPTIONAL[name])
     with torch.device("meta"):
         model = create(name, num_classes=7)
     classifier = dict(model.named_modules())[model.shrinkbench_classifier]

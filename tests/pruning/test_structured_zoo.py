@@ -33,11 +33,22 @@ def _randomize_norms(model: torch.nn.Module) -> None:
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
+# Models whose forward torch.fx cannot trace: structured pruning refuses them in one line naming the
+# module (transformers' LLaMA branches on its inputs in LlamaModel.forward).
+UNTRACEABLE = {"hf_causal": ("transformers", "module 'model.model' \\(LlamaModel\\) stopped torch.fx")}
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_removing_zeroed_channels_keeps_outputs_on_every_zoo_model(name, tmp_path):
+    if name in UNTRACEABLE:
+        pytest.importorskip(UNTRACEABLE[name][0])
     model = create(name, generator=torch.Generator().manual_seed(0)).eval()
     _randomize_norms(model)
     x = _input(name)
+    if name in UNTRACEABLE:
+        with pytest.raises(PruningError, match=f"cannot trace the model: {UNTRACEABLE[name][1]}"):
+            dependency_graph(model, x)
+        return
     graph = dependency_graph(model, x)
     assert graph.groups, f"{name}: no removable channels found"
     gen = torch.Generator().manual_seed(3)

@@ -6,7 +6,7 @@ classifier in `model.shrinkbench_classifier`, which pruning leaves alone by defa
 
 from __future__ import annotations
 
-from . import cifar_resnet, convnets, gpt, mlp, mobilenet, resnet, vgg, vit  # noqa: F401  (registration)
+from . import cifar_resnet, convnets, gpt, hf, mlp, mobilenet, resnet, vgg, vit  # noqa: F401  (registration)
 from .gpt import example_input, hf_causal_lm, takes_tokens
 from .weights import check_state_dict, file_sha256, load_weights
 from .zoo import MODELS, ModelEntry, ModelInfo, create, list_models, model_info, register_model

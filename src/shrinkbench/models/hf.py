@@ -1,0 +1,94 @@
+"""Hugging Face `transformers` causal language models in the zoo, built offline from a config.
+
+`hf_causal` builds any causal LM architecture that `transformers` knows (`model_type` llama, gpt2,
+gpt_neox, mistral, ...) with random weights, its vocabulary taken from the data set, and wraps it
+with `hf_causal_lm` so that it trains, prunes, counts MACs and evaluates by perplexity as the zoo's
+own `char_gpt` does. Nothing is downloaded. `transformers` is optional:
+`pip install "shrinkbench[hf]"`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .gpt import hf_causal_lm
+from .zoo import register_model
+
+NAME = "hf_causal"
+# The sizes used when a llama config leaves them out (transformers' own defaults are LLaMA-7B's):
+# 4 layers of width 128, 4 heads, a gated MLP of 384, up to 512 positions.
+SMALL_LLAMA = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+               "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512}
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ModelError(f"model {NAME!r} needs the transformers package: "
+                         "pip install \"shrinkbench[hf]\"") from None
+    return transformers
+
+
+def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, Any]) -> Any:
+    """The architecture's config with `options` set, each option checked against its fields."""
+    mapping = transformers.CONFIG_MAPPING
+    if not isinstance(model_type, str) or model_type not in mapping:
+        known = ", ".join(k for k in ("llama", "gpt2", "gpt_neox", "mistral", "opt") if k in mapping)
+        raise ModelError(f"model {NAME!r}: unknown model_type {model_type!r} (transformers "
+                         f"architectures, e.g. {known})")
+    if not isinstance(options, dict):
+        raise ModelError(f"model {NAME!r}: config must be a mapping of {model_type} config "
+                         f"fields, got {type(options).__name__}")
+    if model_type == "llama":
+        options = {**SMALL_LLAMA, **options}
+    elif not options:
+        raise ModelError(f"model {NAME!r}: give config (the sizes) for model_type {model_type!r}; "
+                         "transformers' defaults are a full-size model")
+    defaults = mapping[model_type]()
+    unknown = sorted(k for k in options if not hasattr(defaults, k))
+    if unknown:
+        raise ModelError(f"model {NAME!r}: {model_type} configs have no field(s) "
+                         f"{', '.join(map(repr, unknown))}")
+    if "vocab_size" in options:
+        raise ModelError(f"model {NAME!r}: vocab_size comes from the data set ({vocab}); "
+                         "leave it out of config")
+    try:
+        return mapping[model_type](**{**options, "vocab_size": vocab})
+    except (TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise ModelError(f"model {NAME!r}: {model_type} config refused: {detail}") from None
+
+
+@register_model(NAME, input_shape=(128,), num_classes=65, family="transformer")
+def hf_causal(
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    *,
+    model_type: str = "llama",
+    config: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A Hugging Face causal LM (transformers) built offline from its config, random weights; default
+    a small LLaMA (4 layers, width 128, 4 heads, MLP 384)."""
+    if len(input_shape) != 1:
+        raise ModelError(f"model {NAME!r} takes token sequences: input_shape must be (block_size,), "
+                         f"got {tuple(input_shape)}")
+    transformers = _transformers()
+    cfg = _config(transformers, model_type, int(num_classes), {} if config is None else config)
+    positions = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions")
+                      if isinstance(getattr(cfg, k, None), int)), None)
+    if positions is not None and positions < input_shape[0]:
+        raise ModelError(f"model {NAME!r}: {positions} positions is fewer than the {input_shape[0]} "
+                         "tokens of a block; raise max_position_embeddings in config")
+    # transformers initializes from the global generator: draw from a seed that `generator` fixes,
+    # leaving the caller's global state as it was
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    return hf_causal_lm(model.float())
