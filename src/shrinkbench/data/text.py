@@ -213,6 +213,10 @@ class BlockLoader:
         if length + 1 > len(self.tokens):
             raise DataError(f"pruning.calibration_length: {length} tokens (and one more for the "
                             f"targets) do not fit the {len(self.tokens)} training tokens")
+        starts = len(self.tokens) - length
+        if samples > starts:
+            raise DataError(f"pruning.calibration_samples: {samples} is more than the {starts} "
+                            f"distinct sequences of {length} tokens in the training split")
         return length
 
     def calibration(self, samples: int, seed: int, batch_size: int,

@@ -356,6 +356,9 @@ class Config(_Section):
 
 def _cross_checks(cfg: Config) -> None:
     """Rules that span sections (each section checks its own when it is built)."""
+    if cfg.pruning.calibration_seed is not None and cfg.pruning.calibration_seed == cfg.seed:
+        # the run's seed is what null means: one run, one id
+        object.__setattr__(cfg, "pruning", dataclasses.replace(cfg.pruning, calibration_seed=None))
     length = cfg.pruning.calibration_length
     if length is not None and not is_text_dataset(cfg.data.name):
         raise ConfigError(f"pruning.calibration_length: {length} applies to text data sets (token "

@@ -27,7 +27,7 @@ from torch import nn
 from ..common import CHECKPOINT_FILE, CONFIG_FILE, DB_NAME, EPOCHS_FILE, LAYERS_FILE, MASK_SUFFIX
 from ..common import METRICS_FILE, MODEL_FILE, unwrap_state_dict
 from ..pruning.structured import apply_architecture, architecture, is_slim, slim_payload
-from ..data import DATASETS, dataset_info
+from ..data import DATASETS, dataset_info, get_data
 from ..errors import CheckpointError, ConfigError, ModelError, StoreError, UnknownNameError
 from ..metrics import count_parameters
 from ..models import MODELS, create
@@ -114,6 +114,9 @@ def _model_for(config: Mapping[str, Any]) -> nn.Module:
     try:
         with options_used("data.options", data_options, f"data set {data.get('name')!r}", ConfigError):
             info = dataset_info(str(data.get("name")), **data_options)
+            if info.num_classes is None:  # a vocabulary read from the training split
+                info = get_data(str(data.get("name")), data_dir=data.get("data_dir"),
+                                **data_options).info
         with options_used("model.options", model_options, f"model {model.get('name')!r}", ModelError):
             return create(str(model.get("name")), num_classes=info.num_classes,
                           input_shape=tuple(info.input_shape), generator=torch.Generator().manual_seed(0),

@@ -38,7 +38,8 @@ def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, A
     """The architecture's config with `options` set, each option checked against its fields."""
     mapping = transformers.CONFIG_MAPPING
     if not isinstance(model_type, str) or model_type not in mapping:
-        known = ", ".join(k for k in ("llama", "gpt2", "gpt_neox", "mistral", "opt") if k in mapping)
+        known = ", ".join(k for k in ("llama", "gpt2", "gpt_neox", "mistral", "opt", "qwen2")
+                          if k in mapping)
         raise ModelError(f"model {NAME!r}: unknown model_type {model_type!r} (transformers "
                          f"architectures, e.g. {known})")
     if not isinstance(options, dict):
@@ -57,11 +58,58 @@ def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, A
     if "vocab_size" in options:
         raise ModelError(f"model {NAME!r}: vocab_size comes from the data set ({vocab}); "
                          "leave it out of config")
+    if options.get("is_decoder", True) is not True:
+        raise ModelError(f"model {NAME!r}: is_decoder must stay true: next-token perplexity needs "
+                         "a model that does not see later tokens")
     try:
-        return mapping[model_type](**{**options, "vocab_size": vocab})
-    except (TypeError, ValueError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise ModelError(f"model {NAME!r}: {model_type} config refused: {detail}") from None
+        return mapping[model_type](**{**options, "vocab_size": vocab, "is_decoder": True})
+    except Exception as exc:  # transformers' validators raise their own types
+        raise ModelError(f"model {NAME!r}: {model_type} config refused: {_detail(exc)}") from None
+
+
+def _detail(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
+def _linear_from_conv1d(module: nn.Module) -> nn.Linear:
+    """transformers' Conv1D (GPT-2's layers: y = x W + b, W stored (in, out)) as the nn.Linear it
+    computes, so that pruning, N:M patterns, Wanda and SparseGPT see an (out, in) weight."""
+    weight, bias = module.weight, module.bias
+    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None,
+                       device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight.t())
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
+
+
+def _plain_linears(model: nn.Module) -> None:
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers"):
+            model.set_submodule(name, _linear_from_conv1d(module))
+
+
+def _check_causal(model: nn.Module, vocab: int, positions: int | None) -> None:
+    """Refuse a model whose earlier outputs change with a later token (it sees the answer)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
+    length = min(8, positions or 8)
+    if length < 2:
+        return
+    x = torch.arange(length).remainder(vocab).unsqueeze(0)
+    y = x.clone()
+    y[0, -1] = (x[0, -1] + 1) % vocab
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            a, b = model(x)[0, :-1], model(y)[0, :-1]
+    finally:
+        model.train(was)
+    if not torch.equal(a, b):
+        raise ModelError(f"model {NAME!r}: this architecture attends to later tokens (it is not a "
+                         "causal language model), so its next-token perplexity would be wrong")
 
 
 @register_model(NAME, input_shape=(128,), num_classes=65, family="transformer")
@@ -73,8 +121,9 @@ def hf_causal(
     model_type: str = "llama",
     config: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """A Hugging Face causal LM (transformers) built offline from its config, random weights; default
-    a small LLaMA (4 layers, width 128, 4 heads, MLP 384)."""
+    """A Hugging Face transformers causal LM built offline from its config (default: a small LLaMA).
+
+    Random weights; the default LLaMA has 4 layers of width 128, 4 heads and an MLP of 384."""
     if len(input_shape) != 1:
         raise ModelError(f"model {NAME!r} takes token sequences: input_shape must be (block_size,), "
                          f"got {tuple(input_shape)}")
@@ -88,7 +137,16 @@ def hf_causal(
     # transformers initializes from the global generator: draw from a seed that `generator` fixes,
     # leaving the caller's global state as it was
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.AutoModelForCausalLM.from_config(cfg)
-    return hf_causal_lm(model.float())
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # eager attention: plain matmuls and softmax, which every score can differentiate
+            # twice (GraSP) and every MAC counter sees
+            model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    except Exception as exc:  # no causal-LM class for this type, or a value it cannot build
+        raise ModelError(f"model {NAME!r}: cannot build a {model_type} causal LM: "
+                         f"{_detail(exc)}") from None
+    _plain_linears(model)
+    wrapped = hf_causal_lm(model.float())
+    _check_causal(wrapped, int(num_classes), positions)
+    return wrapped
