@@ -75,7 +75,7 @@ STRATEGY_STYLES: dict[str, tuple[str, str]] = {
     "GraSP": ("#882255", ">"),  # wine
     "SynFlow": ("#117733", "h"),  # green
     "Wanda": ("#AA4499", "p"),  # purple (language models)
-    "SparseGPT": ("#44AA99", "d"),  # teal (language models)
+    "SparseGPT": ("#999933", "d"),  # olive (language models; apart from LayerMagWeight's green)
     "Unpruned": (DENSE_COLOR, "*"),
 }
 # Further colour-blind-considerate colours (Tol's "muted" set, minus near-duplicates of the above).
@@ -91,7 +91,7 @@ USER_MARKERS: tuple[str, ...] = ("<", ">", "h", "p", "d", "8")
 # in colour too. The colour is None where the strategy's own is kept.
 SCHEDULE_STYLES: tuple[tuple[str, str | None, str, str], ...] = (
     ("reinit control", "#CC6677", "--", "x"),  # rose
-    ("random control", "#999933", "--", "x"),  # olive
+    ("random control", "#661100", "--", "x"),  # dark brown
     ("shuffle control", "#A6761D", "--", "x"),  # ochre
     ("lottery", None, "-", "^"),
     ("gradual at init", None, "-.", "D"),
@@ -119,8 +119,8 @@ def strategy_style(name: str) -> dict[str, str]:
         # "Wanda (2:4)": Wanda's colour, dashed, a marker of the allocation's own
         base = strategy_style(shown[: allocation.start()])
         code = zlib.crc32(allocation["allocation"].encode("utf-8"))
-        return {"color": base["color"], "marker": USER_MARKERS[code % len(USER_MARKERS)],
-                "linestyle": "--"}
+        markers = [m for m in USER_MARKERS if m != base["marker"]]  # never the strategy's own
+        return {"color": base["color"], "marker": markers[code % len(markers)], "linestyle": "--"}
     code = zlib.crc32(shown.encode("utf-8"))  # stable across processes, unlike hash()
     return {"color": USER_COLORS[code % len(USER_COLORS)],
             "marker": USER_MARKERS[(code // len(USER_COLORS)) % len(USER_MARKERS)],
