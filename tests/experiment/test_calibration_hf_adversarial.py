@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shrinkbench.errors import ConfigError, ModelError
+from shrinkbench.errors import CompressionError, ConfigError, ModelError
 from shrinkbench.experiment import config_from_dict
 from shrinkbench.experiment.components import preflight
 
@@ -146,3 +146,90 @@ def test_hf_causal_listing_is_a_whole_sentence():
 
     description = model_info("hf_causal").description
     assert not description.rstrip().endswith(("default", ";", ","))
+
+
+# -- from a new user's walkthrough ---------------------------------------------------------------
+
+def test_n_m_patterns_stay_strings_in_yaml_and_on_the_command_line():
+    """YAML 1.1 reads 2:4 as the base-60 integer 124; `--set pruning.allocation=2:4` must mean 2:4."""
+    from shrinkbench.experiment.config import apply_overrides
+    from shrinkbench.results.files import parse_yaml
+
+    assert parse_yaml("allocation: 2:4\nother: 4:8\nn: 12\nx: 1.5") == {
+        "allocation": "2:4", "other": "4:8", "n": 12, "x": 1.5}
+    tree = apply_overrides({"pruning": {}}, ["pruning.allocation=2:4"])
+    assert tree["pruning"]["allocation"] == "2:4"
+
+
+def test_preflight_refuses_a_compression_the_pattern_does_not_give(text_dir):  # noqa: F811
+    """Refused before the dense model trains, with the value to ask for; that value is accepted."""
+    from shrinkbench.pruning import nm_compression
+
+    with pytest.raises(CompressionError, match=r"pruning.compression: compression 2 does not match "
+                                          r"allocation 2:4.*ask for that"):
+        preflight(config_from_dict(lm_config(text_dir, allocation="2:4")))
+    vocab = 34
+    model = _hf_text_model(text_dir)
+    good = nm_compression(model, "2:4")
+    assert model.model.config.vocab_size == vocab
+    tree = lm_config(text_dir, allocation="2:4", compression=good)
+    tree["model"] = {"name": "hf_causal", "options": {"model_type": "llama", "config": dict(LLAMA)}}
+    assert preflight(config_from_dict(tree))
+
+
+def _hf_text_model(text_dir):  # noqa: F811
+    from shrinkbench.data import get_data
+
+    vocab = get_data("text", root=str(text_dir), block_size=32).info.num_classes
+    return _hf(vocab=vocab)
+
+
+def test_calibration_longer_than_the_position_table_is_refused(text_dir):  # noqa: F811
+    """LLaMA's rotary positions never fail a forward pass: the limit is max_position_embeddings."""
+    pytest.importorskip("transformers")
+    tree = lm_config(text_dir, strategy="Wanda", calibration_samples=4, calibration_length=100)
+    tree["model"] = {"name": "hf_causal", "options": {"model_type": "llama", "config": dict(LLAMA)}}
+    with pytest.raises(ConfigError, match="at most 64 tokens, got 100"):
+        preflight(config_from_dict(tree))
+
+
+def test_hf_option_errors_name_model_options(text_dir):  # noqa: F811
+    pytest.importorskip("transformers")
+    tree = lm_config(text_dir)
+    tree["model"] = {"name": "hf_causal",
+                     "options": {"model_type": "llama", "config": {**LLAMA, "hiden_size": 8}}}
+    with pytest.raises(ModelError, match="^model.options: model 'hf_causal': llama configs have no "
+                                         "field\\(s\\) 'hiden_size'$"):
+        preflight(config_from_dict(tree))
+    with pytest.raises(ModelError, match="no causal language model for model_type 't5'"):
+        _hf("t5", d_model=32)
+
+
+def test_gpt2_special_tokens_follow_the_vocabulary():
+    """GPT-2's bos/eos ids (50256) are outside a character vocabulary: left unset, not warned about."""
+    pytest.importorskip("transformers")
+    model = _hf("gpt2", n_embd=32, n_layer=1, n_head=4, n_positions=64)
+    config = model.model.config
+    assert config.bos_token_id is None and config.eos_token_id is None
+    kept = _hf("gpt2", n_embd=32, n_layer=1, n_head=4, n_positions=64, bos_token_id=3)
+    assert kept.model.config.bos_token_id == 3
+
+
+def test_results_table_shows_perplexity_and_the_calibration_seed(text_dir, tmp_path, capsys):  # noqa: F811
+    """`shrinkbench results` on language-model runs: perplexities and the seed that drew the
+    calibration data, no all-empty accuracy columns."""
+    from shrinkbench.cli.main import main
+    from shrinkbench.sweep import run_experiment
+
+    for cseed in (None, 5):
+        tree = lm_config(text_dir, strategy="Wanda", calibration_samples=8, calibration_seed=cseed)
+        tree["finetune"]["epochs"] = 0
+        run_experiment(config_from_dict(tree), tmp_path / "out", progress=False)
+    capsys.readouterr()
+    assert main(["results", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert "pre_val_ppl" in header and "calibration_seed" in header
+    assert not any("top1" in h for h in header)
+    seeds = sorted(line.split()[header.index("calibration_seed")] for line in lines[1:])
+    assert seeds == ["0", "5"]  # null is the run's seed

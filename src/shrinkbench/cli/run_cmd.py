@@ -128,9 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-TABLE_COLUMNS = ("run_id", "dataset", "model", "strategy", "compression", "seed", "compression_ratio",
-                 "speedup", "speedup_measured", "dense_test_top1_pct", "pre_test_top1_pct", "post_test_top1_pct",
-                 "time_total_s")
+TABLE_COLUMNS = ("run_id", "dataset", "model", "strategy", "compression", "seed",
+                 "pruning.calibration_seed", "compression_ratio", "speedup", "speedup_measured",
+                 "dense_test_top1_pct", "pre_test_top1_pct", "post_test_top1_pct",
+                 "dense_val_ppl", "pre_val_ppl", "post_val_ppl", "dense_test_ppl", "pre_test_ppl",
+                 "post_test_ppl", "time_total_s")
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -149,8 +151,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     elif frame.empty:
         print(f"no finished runs in {args.dir}")
     else:
-        table = frame[[c for c in TABLE_COLUMNS if c in frame]].copy()
+        # columns no run has (accuracy of language models, perplexity of classifiers) are left out
+        table = frame[[c for c in TABLE_COLUMNS if c in frame and frame[c].notna().any()]].copy()
+        if "pruning.calibration_seed" in table:  # null: the run's seed drew the calibration data
+            drawn = table["pruning.calibration_seed"].fillna(table["seed"])
+            table["pruning.calibration_seed"] = drawn.astype("Int64")
+        table = table.rename(columns={"pruning.calibration_seed": "calibration_seed"})
         formats = {c: "{:.2f}".format for c in table if c.endswith("_pct")}
+        formats.update({c: "{:.3f}".format for c in table if c.endswith("_ppl")})
         formats.update({"compression_ratio": "{:.2f}".format, "speedup": "{:.2f}".format,
                         "speedup_measured": "{:.2f}".format,
                         "time_total_s": "{:.1f}".format, "compression": "{:g}".format})

@@ -22,6 +22,8 @@ from ..errors import CompressionError, ConfigError, DataError, DataNotFound, Mod
 from ..models import create, load_weights
 from ..models.zoo import check_input_size
 from ..pruning import STRATEGIES
+from ..pruning.api import check_nm_compression
+from ..pruning.nm import parse_nm
 from ..pruning.structured import dependency_graph, reachable
 from ..pruning.prunable import prunable_parameters
 from .config import Config, RecipeConfig
@@ -185,6 +187,12 @@ def check_compression(cfg: Config, model: nn.Module, info: Any = None) -> None:
     if not prunable and p.compression > 1:
         raise CompressionError("pruning.compression: the model has no prunable parameters with "
                                "these pruning settings")
+    if p.compression > 1 and parse_nm(p.allocation) is not None and cfg.schedule.is_default:
+        try:  # the same arithmetic as prune(), before anything trains
+            check_nm_compression(model, p.allocation, p.compression, p.include_classifier,
+                                 p.include_bias, p.ignore)
+        except CompressionError as exc:
+            raise CompressionError(f"pruning.compression: {exc}") from None
     total = sum(t.numel() for t in model.parameters())
     fixed = total - sum(t.numel() for t in prunable.values())
     if math.floor(total / p.compression) - fixed < 0:
@@ -297,6 +305,10 @@ def check_calibration(cfg: Config, model: nn.Module, train: Any) -> None:
         length = check(p.calibration_samples, p.calibration_length)
     except DataError as exc:
         raise ConfigError(str(exc)) from None
+    limit = getattr(model, "shrinkbench_positions", None)  # position encodings that never fail
+    if isinstance(limit, int) and length > limit:
+        raise ConfigError(f"pruning.calibration_length: model {cfg.model.name!r} takes sequences of "
+                          f"at most {limit} tokens, got {length}")
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, length, dtype=torch.int64))

@@ -40,31 +40,50 @@ def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, A
     if not isinstance(model_type, str) or model_type not in mapping:
         known = ", ".join(k for k in ("llama", "gpt2", "gpt_neox", "mistral", "opt", "qwen2")
                           if k in mapping)
-        raise ModelError(f"model {NAME!r}: unknown model_type {model_type!r} (transformers "
+        raise ModelError(f"model.options: model {NAME!r}: unknown model_type {model_type!r} (transformers "
                          f"architectures, e.g. {known})")
+    causal = _causal_types(transformers)
+    if causal is not None and model_type not in causal:
+        raise ModelError(f"model.options: model {NAME!r}: transformers has no causal language model "
+                         f"for model_type {model_type!r} (an encoder or encoder-decoder "
+                         "architecture); choose e.g. llama, gpt2, gpt_neox, mistral, opt or qwen2")
     if not isinstance(options, dict):
-        raise ModelError(f"model {NAME!r}: config must be a mapping of {model_type} config "
+        raise ModelError(f"model.options: model {NAME!r}: config must be a mapping of {model_type} config "
                          f"fields, got {type(options).__name__}")
     if model_type == "llama":
         options = {**SMALL_LLAMA, **options}
     elif not options:
-        raise ModelError(f"model {NAME!r}: give config (the sizes) for model_type {model_type!r}; "
+        raise ModelError(f"model.options: model {NAME!r}: give config (the sizes) for model_type {model_type!r}; "
                          "transformers' defaults are a full-size model")
     defaults = mapping[model_type]()
     unknown = sorted(k for k in options if not hasattr(defaults, k))
     if unknown:
-        raise ModelError(f"model {NAME!r}: {model_type} configs have no field(s) "
+        raise ModelError(f"model.options: model {NAME!r}: {model_type} configs have no field(s) "
                          f"{', '.join(map(repr, unknown))}")
     if "vocab_size" in options:
-        raise ModelError(f"model {NAME!r}: vocab_size comes from the data set ({vocab}); "
+        raise ModelError(f"model.options: model {NAME!r}: vocab_size comes from the data set ({vocab}); "
                          "leave it out of config")
     if options.get("is_decoder", True) is not True:
-        raise ModelError(f"model {NAME!r}: is_decoder must stay true: next-token perplexity needs "
+        raise ModelError(f"model.options: model {NAME!r}: is_decoder must stay true: next-token perplexity needs "
                          "a model that does not see later tokens")
+    given = {**options, "vocab_size": vocab, "is_decoder": True}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # GPT-2's 50256 and the like
+        value = getattr(defaults, key, None)
+        if key not in options and isinstance(value, int) and not 0 <= value < vocab:
+            given[key] = None
     try:
-        return mapping[model_type](**{**options, "vocab_size": vocab, "is_decoder": True})
+        return mapping[model_type](**given)
     except Exception as exc:  # transformers' validators raise their own types
-        raise ModelError(f"model {NAME!r}: {model_type} config refused: {_detail(exc)}") from None
+        raise ModelError(f"model.options: model {NAME!r}: {model_type} config refused: {_detail(exc)}") from None
+
+
+def _causal_types(transformers: Any) -> Any:
+    """The model types that have an AutoModelForCausalLM class (None if transformers hides it)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        return None
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def _detail(exc: BaseException) -> str:
@@ -108,7 +127,7 @@ def _check_causal(model: nn.Module, vocab: int, positions: int | None) -> None:
     finally:
         model.train(was)
     if not torch.equal(a, b):
-        raise ModelError(f"model {NAME!r}: this architecture attends to later tokens (it is not a "
+        raise ModelError(f"model.options: model {NAME!r}: this architecture attends to later tokens (it is not a "
                          "causal language model), so its next-token perplexity would be wrong")
 
 
@@ -132,7 +151,7 @@ def hf_causal(
     positions = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions")
                       if isinstance(getattr(cfg, k, None), int)), None)
     if positions is not None and positions < input_shape[0]:
-        raise ModelError(f"model {NAME!r}: {positions} positions is fewer than the {input_shape[0]} "
+        raise ModelError(f"model.options: model {NAME!r}: {positions} positions is fewer than the {input_shape[0]} "
                          "tokens of a block; raise max_position_embeddings in config")
     # transformers initializes from the global generator: draw from a seed that `generator` fixes,
     # leaving the caller's global state as it was
@@ -144,9 +163,10 @@ def hf_causal(
             # twice (GraSP) and every MAC counter sees
             model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     except Exception as exc:  # no causal-LM class for this type, or a value it cannot build
-        raise ModelError(f"model {NAME!r}: cannot build a {model_type} causal LM: "
+        raise ModelError(f"model.options: model {NAME!r}: cannot build a {model_type} causal LM: "
                          f"{_detail(exc)}") from None
     _plain_linears(model)
     wrapped = hf_causal_lm(model.float())
+    wrapped.shrinkbench_positions = positions  # the longest sequence it takes (checked by preflight)
     _check_causal(wrapped, int(num_classes), positions)
     return wrapped

@@ -137,6 +137,18 @@ def nm_compression(model: nn.Module, pattern: str, include_classifier: bool = Fa
     return total / nonzero if nonzero else math.inf
 
 
+def check_nm_compression(model: nn.Module, pattern: str, compression: Any,
+                         include_classifier: bool = False, include_bias: bool = False,
+                         ignore: Iterable[str] = ()) -> None:
+    """Raise the CompressionError that `prune(model, ..., compression, allocation=pattern)` would,
+    without scoring anything (a check to run before training)."""
+    params = prunable_parameters(model, include_classifier, include_bias, ignore)
+    total, fixed_nonzero, alive_count = _budget(model, params)
+    pattern_keep = _nm_pattern_keep(model, params, _alive_masks(model, params), pattern)
+    _nm_checked_keep(keep_count(total, fixed_nonzero, compression), pattern_keep, compression,
+                     pattern, total, fixed_nonzero, alive_count)
+
+
 def _nm_checked_keep(keep: int, pattern_keep: int, compression: Any, pattern: str, total: int,
                      fixed_nonzero: int, alive_count: int) -> int:
     """The kept count of an N:M request: the pattern's, when the compression asks for it (to one

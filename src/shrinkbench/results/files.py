@@ -257,7 +257,9 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int | str:
+    if ":" in str(node.value):  # YAML 1.1 reads 2:4 as 124 (base 60); YAML 1.2 and people: "2:4"
+        return loader.construct_scalar(node)
     try:
         return yaml.SafeLoader.construct_yaml_int(loader, node)
     except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
@@ -265,7 +267,14 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
                           problem_mark=node.start_mark) from None
 
 
+def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float | str:
+    if ":" in str(node.value):  # a base-60 float (1:30.5) in YAML 1.1: a string, as in YAML 1.2
+        return loader.construct_scalar(node)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def parse_yaml(text: str) -> Any:
