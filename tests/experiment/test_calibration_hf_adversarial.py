@@ -233,3 +233,21 @@ def test_results_table_shows_perplexity_and_the_calibration_seed(text_dir, tmp_p
     assert not any("top1" in h for h in header)
     seeds = sorted(line.split()[header.index("calibration_seed")] for line in lines[1:])
     assert seeds == ["0", "5"]  # null is the run's seed
+
+
+def test_summary_and_progress_lines_name_the_allocation_and_calibration_seed(text_dir):  # noqa: F811
+    from shrinkbench.cli.run_cmd import summary_line
+    from shrinkbench.experiment import config_to_dict
+    from shrinkbench.sweep.progress import describe
+
+    cfg = config_from_dict(lm_config(text_dir, strategy="Wanda", allocation="2:4", compression=1.7,
+                                     calibration_samples=8, calibration_seed=3))
+    line = describe({"kind": "prune", "config": config_to_dict(cfg)})
+    assert "Wanda (2:4)" in line and line.endswith("seed 0 calibration seed 3")
+    metrics = {"compression_ratio": 1.7, "speedup": 1.5, "dense_test_ppl": 5.0,
+               "pre_test_ppl": 5.5, "post_test_ppl": 5.4, "time_total_s": 1.0}
+    assert "Wanda (2:4) x1.7 seed 0" in summary_line(cfg, metrics, "out")
+    assert summary_line(cfg, metrics, "out").count("fine-tuned") == 1  # finetune.epochs is 1
+    one_shot = config_from_dict({**lm_config(text_dir), "finetune": {"epochs": 0}})
+    text = summary_line(one_shot, dict(metrics, post_test_ppl=5.5), "out")
+    assert "5.500 pruned (" in text and "fine-tuned" not in text

@@ -78,15 +78,16 @@ def _ppl(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
 
-def _quality(metrics: dict[str, Any]) -> str:
-    """Test top-1 (or, for a language model, test perplexity) dense -> pruned -> fine-tuned."""
+def _quality(metrics: dict[str, Any], finetuned: bool = True) -> str:
+    """Test top-1 (or, for a language model, test perplexity) dense -> pruned -> fine-tuned (the
+    last step left out of a one-shot run, whose fine-tuned numbers are its pruned ones)."""
     if "post_test_ppl" in metrics:
-        return (f"test perplexity {_ppl(metrics.get('dense_test_ppl'))} dense -> "
-                f"{_ppl(metrics.get('pre_test_ppl'))} pruned -> {_ppl(metrics.get('post_test_ppl'))} "
-                "fine-tuned")
-    return (f"test top-1 {_pct(metrics.get('dense_test_acc1'))} dense -> "
-            f"{_pct(metrics.get('pre_test_acc1'))} pruned -> {_pct(metrics.get('post_test_acc1'))} "
-            "fine-tuned")
+        text = (f"test perplexity {_ppl(metrics.get('dense_test_ppl'))} dense -> "
+                f"{_ppl(metrics.get('pre_test_ppl'))} pruned")
+        return text + (f" -> {_ppl(metrics.get('post_test_ppl'))} fine-tuned" if finetuned else "")
+    text = (f"test top-1 {_pct(metrics.get('dense_test_acc1'))} dense -> "
+            f"{_pct(metrics.get('pre_test_acc1'))} pruned")
+    return text + (f" -> {_pct(metrics.get('post_test_acc1'))} fine-tuned" if finetuned else "")
 
 
 def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
@@ -104,10 +105,14 @@ def summary_line(cfg: Any, metrics: dict[str, Any], out_dir: str) -> str:
     measured = "" if measured is None else f" (measured {_number(measured):.2f}x)"
     channels = metrics.get("channels_kept_fraction")
     channels = "" if channels is None else f", {100 * _number(channels):.0f}% of channels kept"
+    shown = strategy_shown(cfg.pruning.strategy)
+    if cfg.pruning.allocation:
+        shown += f" ({cfg.pruning.allocation})"  # as `results` and the report name the curve
     return (f"run {cfg.run_id}: {cfg.data.name}/{cfg.model.name} "
-            f"{strategy_shown(cfg.pruning.strategy)} x{cfg.pruning.compression:g}{target} seed "
+            f"{shown} x{cfg.pruning.compression:g}{target} seed "
             f"{cfg.seed}: compression {_number(metrics.get('compression_ratio')):.2f}, "
-            f"speedup {_number(metrics.get('speedup')):.2f}x{measured}{channels}, {_quality(metrics)} "
+            f"speedup {_number(metrics.get('speedup')):.2f}x{measured}{channels}, "
+            f"{_quality(metrics, cfg.finetune.epochs > 0 or not cfg.schedule.is_default)} "
             f"({_number(metrics.get('time_total_s')):.1f} s) in {folder}")
 
 

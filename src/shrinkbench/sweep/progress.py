@@ -45,6 +45,9 @@ def describe(job: Job | Mapping[str, Any]) -> str:
         parts.append(f"[{label}]")
     if seed is not None:
         parts.append(f"seed {seed}")
+    calibration = get_dotted(cfg, "pruning.calibration_seed")
+    if calibration is not None:
+        parts.append(f"calibration seed {calibration}")
     return " ".join(p for p in parts if p)
 
 
