@@ -14,8 +14,8 @@ from PIL import Image
 from ..errors import ConfigError, DataError, DataNotFound
 from .base import DataBundle, Dataset, DatasetInfo, Request, register_dataset, resolve_val_size
 from .base import with_counts
-from .loader import (AUGMENT_STREAM, SHUFFLE_STREAM, calibration_indices, epoch_generator,
-                     normalizer, num_batches)
+from .loader import (AUGMENT_STREAM, SHUFFLE_STREAM, calibration_indices, check_samples,
+                     epoch_generator, normalizer, num_batches)
 from .memory import holdout
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -198,6 +198,10 @@ class FolderLoader:
         keys = [(i, epoch, self.augment) for i in order]
         yield from self._load([keys[b * self.batch_size:(b + 1) * self.batch_size]
                                for b in range(len(self))])
+
+    def check_calibration(self, samples: int, length: int | None = None) -> None:
+        """Refuse a draw the split cannot give (images have a fixed shape: no length)."""
+        check_samples(self.num_samples, samples)
 
     def calibration(self, samples: int, seed: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`samples` training images drawn at random by `seed` (not augmented), in batches."""

@@ -16,13 +16,18 @@ AUGMENT_STREAM = 1
 CALIBRATION_STREAM = 2  # examples drawn to score a pruning strategy with (`calibration`)
 
 
-def calibration_indices(n: int, samples: int, seed: int) -> torch.Tensor:
-    """`samples` distinct indices of n examples, drawn by `seed` alone (the calibration stream)."""
+def check_samples(n: int, samples: int) -> None:
+    """Refuse drawing more distinct examples than the n of the training split."""
     from ..errors import DataError
 
     if samples > n:
         raise DataError(f"pruning.calibration_samples: {samples} is more than the {n} training "
                         "examples")
+
+
+def calibration_indices(n: int, samples: int, seed: int) -> torch.Tensor:
+    """`samples` distinct indices of n examples, drawn by `seed` alone (the calibration stream)."""
+    check_samples(n, samples)
     gen = epoch_generator(seed, 0, CALIBRATION_STREAM)
     return torch.randperm(n, generator=gen)[:samples]
 
@@ -95,6 +100,10 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch `epoch`."""
         self.epoch = int(epoch)
+
+    def check_calibration(self, samples: int, length: int | None = None) -> None:
+        """Refuse a draw the split cannot give (examples have a fixed shape: no length)."""
+        check_samples(self.num_samples, samples)
 
     def calibration(self, samples: int, seed: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`samples` training examples drawn at random by `seed` (not augmented), in batches."""

@@ -227,20 +227,19 @@ class BlockLoader:
         gen = epoch_generator(seed, 0, CALIBRATION_STREAM)
         starts = torch.randint(0, len(self.tokens) - length, (samples,), generator=gen)
         offsets = torch.arange(length + 1, device=self.device)
-        batches = []
-        for part in starts.to(self.device).split(batch_size):
-            chunk = self.tokens[part[:, None] + offsets].long()
-            batches.append((chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()))
-        return batches
+        return [self._block(part, offsets) for part in starts.to(self.device).split(batch_size)]
+
+    def _block(self, starts: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets of the sequences at `starts` (`offsets`: 0 .. length)."""
+        chunk = self.tokens[starts[:, None] + offsets].long()
+        return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch
         self.epoch += 1
         starts = self.starts(epoch).to(self.device)
         for b in range(len(self)):
-            idx = starts[b * self.batch_size:(b + 1) * self.batch_size, None] + self._offsets
-            chunk = self.tokens[idx].long()
-            yield chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+            yield self._block(starts[b * self.batch_size:(b + 1) * self.batch_size], self._offsets)
 
 
 class WindowLoader:

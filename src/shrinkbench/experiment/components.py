@@ -18,7 +18,8 @@ from torch import nn
 
 from ..data import dataset_info, get_data
 from ..data.base import DATASETS
-from ..errors import CompressionError, ConfigError, DataError, DataNotFound, ModelError, ShrinkBenchError
+from ..errors import (CompressionError, ConfigError, DataError, DataNotFound, ModelError,
+                      PruningError, ShrinkBenchError)
 from ..models import create, load_weights
 from ..models.zoo import check_input_size
 from ..pruning import STRATEGIES
@@ -287,24 +288,25 @@ def preflight(cfg: Config, *, compression: bool = True) -> Config:
     return cfg
 
 
+def drawing(train: Any) -> Any:
+    """`train` itself, when it can draw calibration examples (`calibration`, `check_calibration`)."""
+    if not (hasattr(train, "calibration") and hasattr(train, "check_calibration")):
+        raise PruningError(f"pruning.calibration_samples: the {type(train).__name__} training "
+                           "loader cannot draw examples at random; leave it null to score on the "
+                           "first score_batches training batches")
+    return train
+
+
 def check_calibration(cfg: Config, model: nn.Module, train: Any) -> None:
     """Refuse, before anything trains, calibration examples that the training split cannot give or
     (text) sequences longer than the model takes."""
     p = cfg.pruning
-    if not hasattr(train, "calibration"):
-        raise ConfigError(f"pruning.calibration_samples: the {type(train).__name__} training loader "
-                          "cannot draw examples at random; leave it null to score on the first "
-                          "score_batches training batches")
-    check = getattr(train, "check_calibration", None)
-    if check is None:  # fixed-shape examples
-        if p.calibration_samples > train.num_samples:
-            raise ConfigError(f"pruning.calibration_samples: {p.calibration_samples} is more than "
-                              f"the {train.num_samples} training examples")
-        return
     try:
-        length = check(p.calibration_samples, p.calibration_length)
+        length = drawing(train).check_calibration(p.calibration_samples, p.calibration_length)
     except DataError as exc:
         raise ConfigError(str(exc)) from None
+    if length is None:  # examples of a fixed shape
+        return
     limit = getattr(model, "shrinkbench_positions", None)  # position encodings that never fail
     if isinstance(limit, int) and length > limit:
         raise ConfigError(f"pruning.calibration_length: model {cfg.model.name!r} takes sequences of "

@@ -26,7 +26,7 @@ from ..models import load_weights
 from ..pruning.masks import load_state_dict
 from ..results.files import atomic_write_bytes, run_dir, write_csv, write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, load_state, model_state, save_checkpoint, save_state_dict
-from .components import build_model, lm_protocol, takes_tokens, example_input, load_data
+from .components import build_model, drawing, lm_protocol, takes_tokens, example_input, load_data
 from .config import Config
 from .dense import ensure_dense, file_lock, finished, read_metrics, split_metrics, summarize
 from .device import autocast_factory, environment, resolve_device, use_channels_last
@@ -58,14 +58,10 @@ def score_batches(cfg: Config, train: Any) -> list[Any]:
     training batches of epoch 0 (the seed's order)."""
     p = cfg.pruning
     if p.calibration_samples is not None:
-        draw = getattr(train, "calibration", None)
-        if draw is None:
-            raise PruningError(f"pruning.calibration_samples: the {type(train).__name__} training "
-                               "loader cannot draw examples at random; leave it null to score on "
-                               "the first score_batches training batches")
+        drawing(train)
         seed = cfg.seed if p.calibration_seed is None else p.calibration_seed
         length = {} if p.calibration_length is None else {"length": p.calibration_length}
-        return draw(p.calibration_samples, seed, cfg.finetune.batch_size, **length)
+        return train.calibration(p.calibration_samples, seed, cfg.finetune.batch_size, **length)
     batches = []
     train.set_epoch(0)
     for x, y in train:

@@ -25,6 +25,14 @@ SMALL_LLAMA = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers"
                "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512}
 
 
+EXAMPLES = ("llama", "gpt2", "gpt_neox", "mistral", "opt", "qwen2")
+
+
+def _refused(text: str) -> ModelError:
+    """A one-line error about `model.options` of this model."""
+    return ModelError(f"model.options: model {NAME!r}: {text}")
+
+
 def _transformers() -> Any:
     try:
         import transformers
@@ -38,34 +46,33 @@ def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, A
     """The architecture's config with `options` set, each option checked against its fields."""
     mapping = transformers.CONFIG_MAPPING
     if not isinstance(model_type, str) or model_type not in mapping:
-        known = ", ".join(k for k in ("llama", "gpt2", "gpt_neox", "mistral", "opt", "qwen2")
-                          if k in mapping)
-        raise ModelError(f"model.options: model {NAME!r}: unknown model_type {model_type!r} (transformers "
-                         f"architectures, e.g. {known})")
+        known = ", ".join(k for k in EXAMPLES if k in mapping)
+        raise _refused(f"unknown model_type {model_type!r} (transformers "
+                       f"architectures, e.g. {known})")
     causal = _causal_types(transformers)
     if causal is not None and model_type not in causal:
-        raise ModelError(f"model.options: model {NAME!r}: transformers has no causal language model "
-                         f"for model_type {model_type!r} (an encoder or encoder-decoder "
-                         "architecture); choose e.g. llama, gpt2, gpt_neox, mistral, opt or qwen2")
+        raise _refused(f"transformers has no causal language model "
+                       f"for model_type {model_type!r} (an encoder or encoder-decoder "
+                       f"architecture); choose e.g. {', '.join(EXAMPLES)}")
     if not isinstance(options, dict):
-        raise ModelError(f"model.options: model {NAME!r}: config must be a mapping of {model_type} config "
-                         f"fields, got {type(options).__name__}")
+        raise _refused(f"config must be a mapping of {model_type} config "
+                       f"fields, got {type(options).__name__}")
     if model_type == "llama":
         options = {**SMALL_LLAMA, **options}
     elif not options:
-        raise ModelError(f"model.options: model {NAME!r}: give config (the sizes) for model_type {model_type!r}; "
-                         "transformers' defaults are a full-size model")
+        raise _refused(f"give config (the sizes) for model_type {model_type!r}; "
+                       "transformers' defaults are a full-size model")
     defaults = mapping[model_type]()
     unknown = sorted(k for k in options if not hasattr(defaults, k))
     if unknown:
-        raise ModelError(f"model.options: model {NAME!r}: {model_type} configs have no field(s) "
-                         f"{', '.join(map(repr, unknown))}")
+        raise _refused(f"{model_type} configs have no field(s) "
+                       f"{', '.join(map(repr, unknown))}")
     if "vocab_size" in options:
-        raise ModelError(f"model.options: model {NAME!r}: vocab_size comes from the data set ({vocab}); "
-                         "leave it out of config")
+        raise _refused(f"vocab_size comes from the data set ({vocab}); "
+                       "leave it out of config")
     if options.get("is_decoder", True) is not True:
-        raise ModelError(f"model.options: model {NAME!r}: is_decoder must stay true: next-token perplexity needs "
-                         "a model that does not see later tokens")
+        raise _refused(f"is_decoder must stay true: next-token perplexity needs "
+                       "a model that does not see later tokens")
     given = {**options, "vocab_size": vocab, "is_decoder": True}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # GPT-2's 50256 and the like
         value = getattr(defaults, key, None)
@@ -74,7 +81,7 @@ def _config(transformers: Any, model_type: Any, vocab: int, options: dict[str, A
     try:
         return mapping[model_type](**given)
     except Exception as exc:  # transformers' validators raise their own types
-        raise ModelError(f"model.options: model {NAME!r}: {model_type} config refused: {_detail(exc)}") from None
+        raise _refused(f"{model_type} config refused: {_detail(exc)}") from None
 
 
 def _causal_types(transformers: Any) -> Any:
@@ -127,8 +134,8 @@ def _check_causal(model: nn.Module, vocab: int, positions: int | None) -> None:
     finally:
         model.train(was)
     if not torch.equal(a, b):
-        raise ModelError(f"model.options: model {NAME!r}: this architecture attends to later tokens (it is not a "
-                         "causal language model), so its next-token perplexity would be wrong")
+        raise _refused(f"this architecture attends to later tokens (it is not a "
+                       "causal language model), so its next-token perplexity would be wrong")
 
 
 @register_model(NAME, input_shape=(128,), num_classes=65, family="transformer")
@@ -151,8 +158,8 @@ def hf_causal(
     positions = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions")
                       if isinstance(getattr(cfg, k, None), int)), None)
     if positions is not None and positions < input_shape[0]:
-        raise ModelError(f"model.options: model {NAME!r}: {positions} positions is fewer than the {input_shape[0]} "
-                         "tokens of a block; raise max_position_embeddings in config")
+        raise _refused(f"{positions} positions is fewer than the {input_shape[0]} "
+                       "tokens of a block; raise max_position_embeddings in config")
     # transformers initializes from the global generator: draw from a seed that `generator` fixes,
     # leaving the caller's global state as it was
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu"))
@@ -163,8 +170,8 @@ def hf_causal(
             # twice (GraSP) and every MAC counter sees
             model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     except Exception as exc:  # no causal-LM class for this type, or a value it cannot build
-        raise ModelError(f"model.options: model {NAME!r}: cannot build a {model_type} causal LM: "
-                         f"{_detail(exc)}") from None
+        raise _refused(f"cannot build a {model_type} causal LM: "
+                       f"{_detail(exc)}") from None
     _plain_linears(model)
     wrapped = hf_causal_lm(model.float())
     wrapped.shrinkbench_positions = positions  # the longest sequence it takes (checked by preflight)

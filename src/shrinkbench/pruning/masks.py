@@ -149,6 +149,35 @@ def _changed() -> None:
     _GENERATION[0] += 1
 
 
+class _Held:
+    """One masked parameter that a Hold clears after each step. The mask and the Parameter are
+    looked up on the module at every step, so a Parameter that PyTorch replaced (or whose storage
+    was swapped through `.data`) is masked all the same; what they derive (the kept positions,
+    the parameter's bits) is remade only when they change."""
+
+    __slots__ = ("module", "param_name", "mask_name", "mask", "version", "kept", "param", "ptr",
+                 "dtype", "bits")
+
+    def __init__(self, module: nn.Module, mask_name: str) -> None:
+        self.module = weakref.ref(module)
+        self.param_name, self.mask_name = mask_name[: -len(SUFFIX)], mask_name
+        self.mask = self.param = self.kept = self.bits = self.dtype = None
+        self.version, self.ptr = -1, 0
+
+    def zero(self) -> None:
+        module = self.module()
+        mask = None if module is None else module._buffers.get(self.mask_name)
+        if mask is None:
+            return
+        param = module._parameters[self.param_name]
+        if mask is not self.mask or mask._version != self.version:
+            self.mask, self.version, self.kept = mask, mask._version, _kept(mask)
+        if param is not self.param or param.data_ptr() != self.ptr or param.dtype != self.dtype:
+            self.param, self.ptr, self.dtype, self.bits = (param, param.data_ptr(), param.dtype,
+                                                           _bits(param))
+        _zero(param, self.kept, self.bits)
+
+
 class Hold:
     """Keeps the masks exact after every step of one optimizer (see `hold`)."""
 
@@ -160,7 +189,7 @@ class Hold:
         self._optimizer = weakref.ref(optimizer)
         self._model = weakref.ref(model) if model is not None else None
         self._generation = -1
-        self._entries: list[list[Any]] = []
+        self._entries: list[_Held] = []
         self._handle = optimizer.register_step_post_hook(self._after_step)
 
     def _refresh(self) -> None:
@@ -174,34 +203,16 @@ class Hold:
                      if any(id(m._parameters.get(k[: -len(SUFFIX)])) in held for k in _mask_keys(m))]
         for module in found:
             _zero_module(module)  # checks that every mask still fits its parameter
-        # [module, parameter name, mask name, mask, mask version, kept, parameter, its data
-        # pointer, its bits, its dtype]: refreshed whenever the mask or the parameter change
-        self._entries = [[weakref.ref(m), key[: -len(SUFFIX)], key, None, -1, None, None, 0, None,
-                          None]
-                         for m in found for key in _mask_keys(m)]
+        self._entries = [_Held(m, key) for m in found for key in _mask_keys(m)]
         self._generation = _GENERATION[0]
 
     @torch.compiler.disable
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._generation != _GENERATION[0]:
             self._refresh()
-        for entry in self._entries:
-            module = entry[0]()
-            if module is None:
-                continue
-            mask = module._buffers.get(entry[2])
-            if mask is None:
-                continue
-            # looked up at every step: a Parameter that PyTorch replaced (or whose storage was
-            # swapped through `.data`) is masked all the same
-            param = module._parameters[entry[1]]
-            if mask is not entry[3] or mask._version != entry[4]:
-                entry[3], entry[4], entry[5] = mask, mask._version, _kept(mask)
-            if param is not entry[6] or param.data_ptr() != entry[7] or param.dtype != entry[9]:
-                entry[6], entry[7], entry[8], entry[9] = (param, param.data_ptr(), _bits(param),
-                                                          param.dtype)
-            with torch.no_grad():
-                _zero(param, entry[5], entry[8])
+        with torch.no_grad():
+            for entry in self._entries:
+                entry.zero()
 
     def apply(self) -> None:
         """Zero the pruned entries now (as after a step)."""
